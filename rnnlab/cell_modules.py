@@ -1,0 +1,144 @@
+"""``RNNCell``, ``LSTMCell``, ``GRUCell``: single-step modules, drop-in for ``torch.nn``'s cells.
+
+Same constructor arguments, parameter names (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``),
+shapes, gate order and init ``U(-1/√H, 1/√H)``; ``forward(input, hx=None)`` takes ``(B, I)`` or
+unbatched ``(I,)`` input. The math is in ``rnnlab.cells``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import _checks as check
+from .cells import GRU_RESETS, NONLINEARITIES, gru_cell, lstm_cell, rnn_cell
+
+
+class RNNCellBase(nn.Module):
+    """Parameters, init and input checks shared by the three cells."""
+
+    gates: int = 1
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_size = check.positive_int("input_size", input_size)
+        self.hidden_size = check.positive_int("hidden_size", hidden_size)
+        self.bias = check.flag("bias", bias)
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        rows = self.gates * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(rows, input_size, **factory))
+        self.weight_hh = nn.Parameter(torch.empty(rows, hidden_size, **factory))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(rows, **factory))
+            self.bias_hh = nn.Parameter(torch.empty(rows, **factory))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_hh", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    def extra_repr(self) -> str:
+        return f"{self.input_size}, {self.hidden_size}" + ("" if self.bias else ", bias=False")
+
+    def _inputs(self, input: object, hx: object, count: int) -> tuple[Tensor, list[Tensor], bool]:
+        """Validate; return batched ``x (B, I)``, ``count`` states ``(B, H)``, batched flag."""
+        x = check.tensor("input", input)
+        batched = check.input_rank("input", x, (1, 2))
+        check.feature_size("input", x, self.input_size)
+        check.matches_params("input", x, self.weight_ih)
+        if not batched:
+            x = x.unsqueeze(0)
+        check.nonempty("input", x, {"B (batch size)": 0})
+        if hx is None:
+            return x, [x.new_zeros(x.shape[0], self.hidden_size) for _ in range(count)], batched
+        given = list(hx) if isinstance(hx, tuple | list) else [hx]
+        if len(given) != count:
+            what = "a tuple (h, c)" if count == 2 else "a single tensor h"
+            raise TypeError(f"hx: expected {what}, got {len(given)} tensor(s)")
+        names = ["hx[0] (h)", "hx[1] (c)"] if count == 2 else ["hx"]
+        states = []
+        for name, h in zip(names, given):
+            h = check.tensor(name, h)
+            expected = (x.shape[0], self.hidden_size) if batched else (self.hidden_size,)
+            check.same_shape(name, h, expected, "batch, hidden_size" if batched else "unbatched")
+            check.matches_params(name, h, self.weight_ih)
+            states.append(h if batched else h.unsqueeze(0))
+        return x, states, batched
+
+
+class RNNCell(RNNCellBase):
+    """Elman cell ``h' = f(W_ih x + b_ih + W_hh h + b_hh)`` — see ``rnnlab.cells.rnn_cell``."""
+
+    gates = 1
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        nonlinearity: str = "tanh",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        self.nonlinearity = check.choice("nonlinearity", nonlinearity, NONLINEARITIES)
+        super().__init__(input_size, hidden_size, bias, device, dtype)
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        x, (h,), batched = self._inputs(input, hx, 1)
+        out = rnn_cell(
+            x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity
+        )
+        return out if batched else out.squeeze(0)
+
+
+class LSTMCell(RNNCellBase):
+    """LSTM cell returning ``(h', c')`` — see ``rnnlab.cells.lstm_cell`` (rows ``[i|f|g|o]``)."""
+
+    gates = 4
+
+    def forward(
+        self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        x, (h, c), batched = self._inputs(input, hx, 2)
+        h, c = lstm_cell(x, (h, c), self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
+
+
+class GRUCell(RNNCellBase):
+    """GRU cell — see ``rnnlab.cells.gru_cell``; ``reset="after"`` (torch) or ``"before"`` (Cho)."""
+
+    gates = 3
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        bias: bool = True,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        reset: str = "after",
+    ) -> None:
+        self.reset = check.choice("reset", reset, GRU_RESETS)
+        super().__init__(input_size, hidden_size, bias, device, dtype)
+
+    def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        x, (h,), batched = self._inputs(input, hx, 1)
+        out = gru_cell(
+            x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.reset
+        )
+        return out if batched else out.squeeze(0)

@@ -1,0 +1,338 @@
+"""Sequence layers ``RNN``, ``LSTM`` and ``GRU``: drop-in replacements for ``torch.nn``'s.
+
+Same constructor arguments, parameter names (``weight_ih_l{k}[_reverse]`` ...), shapes, gate order,
+initialisation ``U(-1/√H, 1/√H)``, ``forward(input, hx)`` contract and return values; a torch
+``state_dict`` loads unchanged both ways. Extra: ``forward(..., lengths=...)`` for padded batches.
+
+Shape legend (as ``torch.nn``): ``T`` time steps, ``B`` batch, ``D`` = 2 if bidirectional else 1,
+``L`` num_layers, ``H_out`` = proj_size or hidden_size.
+
+- input: ``(T, B, I)``, ``(B, T, I)`` with ``batch_first``, ``(T, I)`` unbatched, or a ``PackedSequence``
+- hx: ``(D·L, B, H_out)`` (LSTM: a tuple with ``c0 (D·L, B, H)``), or without ``B`` when unbatched
+- output: ``(T, B, D·H_out)`` (same layout as the input); h_n like hx
+
+Each layer and direction runs one whole-sequence autograd Function (``rnnlab.bptt``) with a
+hand-written backward; dropout is applied to every layer's output but the last, in training only.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence
+
+from . import _checks as check
+from . import sequence as seq
+from .bptt import GRUFunction, LSTMFunction, RNNFunction
+from .cells import GRU_RESETS, NONLINEARITIES
+
+Params = tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]
+
+
+class RNNBase(nn.Module):
+    """Shared machinery of the three layers; use ``RNN``, ``LSTM`` or ``GRU``."""
+
+    gates: int = 1
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.input_size = check.positive_int("input_size", input_size)
+        self.hidden_size = check.positive_int("hidden_size", hidden_size)
+        self.num_layers = check.positive_int("num_layers", num_layers)
+        self.bias = check.flag("bias", bias)
+        self.batch_first = check.flag("batch_first", batch_first)
+        self.dropout = check.probability("dropout", dropout)
+        self.bidirectional = check.flag("bidirectional", bidirectional)
+        if isinstance(proj_size, bool) or not isinstance(proj_size, int):
+            raise TypeError(f"proj_size: expected an int, got {type(proj_size).__name__}")
+        if proj_size < 0 or proj_size >= hidden_size:
+            raise ValueError(
+                f"proj_size: expected 0 (no projection) or 0 < proj_size < hidden_size="
+                f"{hidden_size}, got {proj_size}"
+            )
+        self.proj_size = proj_size
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                f"dropout={dropout} acts between layers only, so it has no effect with "
+                "num_layers=1",
+                stacklevel=3,
+            )
+        factory: dict[str, Any] = {"device": device, "dtype": dtype}
+        out = proj_size or hidden_size
+        self._flat_weights_names: list[str] = []
+        for layer in range(num_layers):
+            for suffix in self._suffixes():
+                in_size = input_size if layer == 0 else out * self.num_directions
+                shapes = {
+                    "weight_ih": (self.gates * hidden_size, in_size),
+                    "weight_hh": (self.gates * hidden_size, out),
+                }
+                if bias:
+                    shapes["bias_ih"] = (self.gates * hidden_size,)
+                    shapes["bias_hh"] = (self.gates * hidden_size,)
+                if proj_size:
+                    shapes["weight_hr"] = (proj_size, hidden_size)
+                for kind, shape in shapes.items():
+                    name = f"{kind}_l{layer}{suffix}"
+                    self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
+                    self._flat_weights_names.append(name)
+        self.reset_parameters()
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _suffixes(self) -> list[str]:
+        return ["", "_reverse"][: self.num_directions]
+
+    def reset_parameters(self) -> None:
+        """Every parameter ``~ U(-1/√hidden_size, 1/√hidden_size)``, as ``torch.nn``."""
+        bound = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -bound, bound)
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        names = self._flat_weights_names
+        per = len(names) // (self.num_layers * self.num_directions)
+        return [[getattr(self, n) for n in names[k : k + per]] for k in range(0, len(names), per)]
+
+    def _params(self, layer: int, direction: int) -> Params:
+        suffix = f"_l{layer}" + ("_reverse" if direction else "")
+
+        def get(kind: str) -> Tensor | None:
+            return getattr(self, kind + suffix, None)
+
+        return (
+            getattr(self, "weight_ih" + suffix),
+            getattr(self, "weight_hh" + suffix),
+            get("bias_ih"),
+            get("bias_hh"),
+            get("weight_hr"),
+        )
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
+        for name, default in (("bias", True), ("batch_first", False), ("bidirectional", False)):
+            if getattr(self, name) != default:
+                s += f", {name}={getattr(self, name)}"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        return s
+
+    # --- the per-family recurrence; subclasses run their autograd Function ---------------------
+    def _run(
+        self, x: Tensor, mask: Tensor | None, state: tuple[Tensor, ...], params: Params
+    ) -> tuple[Tensor, ...]:
+        """One layer, one direction: ``x (T, B, F)`` → per-step carried states ``(T, B, ·)``."""
+        raise NotImplementedError
+
+    def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
+        return [(self.num_layers * self.num_directions, batch, self.proj_size or self.hidden_size)]
+
+    # --- forward ---------------------------------------------------------------------------------
+    def _check_input(self, input: object, lengths: object) -> tuple[Tensor, Tensor | None, bool]:
+        """Validate ``input``/``lengths``; return time-major ``x``, int64 lengths, batched flag."""
+        ref = self.weight_ih_l0
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError("lengths: must be None for PackedSequence input (it has them)")
+            check.matches_params("input", input.data, ref)
+            check.feature_size("input", input.data, self.input_size)
+            x, lens = seq.unpack(input)
+            return x, lens.to(x.device), True
+        x = check.tensor("input", input)
+        batched = check.input_rank("input", x, (2, 3))
+        check.feature_size("input", x, self.input_size)
+        check.matches_params("input", x, ref)
+        if not batched:
+            x = x.unsqueeze(1)
+        elif self.batch_first:
+            x = x.transpose(0, 1)
+        check.nonempty("input", x, {"T (time steps)": 0, "B (batch size)": 1})
+        lens = None
+        if lengths is not None:
+            lens = check.lengths(lengths, x.shape[1], x.shape[0], x.device)
+        return x, lens, batched
+
+    def _check_state(self, hx: object, x: Tensor, batched: bool) -> tuple[Tensor, ...]:
+        """Validate ``hx`` (or make zeros); return time-major, batched state tensors."""
+        shapes = self._state_shapes(x.shape[1])
+        names = ["hx[0] (h_0)", "hx[1] (c_0)"] if len(shapes) == 2 else ["hx"]
+        if hx is None:
+            return tuple(x.new_zeros(s) for s in shapes)
+        if len(shapes) == 2:
+            if not (isinstance(hx, tuple | list) and len(hx) == 2):
+                raise TypeError(f"hx: expected a tuple (h_0, c_0) of tensors, got {type(hx).__name__}")
+            given = tuple(hx)
+        else:
+            if isinstance(hx, tuple | list):
+                raise TypeError("hx: expected a single tensor h_0, got a tuple")
+            given = (hx,)
+        states = []
+        for name, h, shape in zip(names, given, shapes):
+            h = check.tensor(name, h)
+            expected = shape if batched else (shape[0], shape[2])
+            what = "num_layers * num_directions, batch, hidden" if batched else "unbatched"
+            check.same_shape(name, h, expected, what)
+            check.matches_params(name, h, x)
+            states.append(h if batched else h.unsqueeze(1))
+        return tuple(states)
+
+    def forward(
+        self, input: Tensor | PackedSequence, hx: Any = None, *, lengths: Any = None
+    ) -> tuple[Tensor | PackedSequence, Any]:
+        x, lens, batched = self._check_input(input, lengths)
+        state = self._check_state(hx, x, batched)
+        steps = x.shape[0]
+        mask = rev = None
+        if lens is not None and bool((lens < steps).any()):
+            mask = seq.step_mask(lens, steps)  # (T, B, 1)
+            rev = seq.reverse_index(lens, steps)  # (T, B)
+        finals: list[list[Tensor]] = [[] for _ in state]
+        layer_in = x
+        for layer in range(self.num_layers):
+            outs = []
+            for d in range(self.num_directions):
+                k = layer * self.num_directions + d
+                xin = layer_in if d == 0 else seq.reverse(layer_in, rev)
+                carried = self._run(xin, mask, tuple(s[k] for s in state), self._params(layer, d))
+                for final, states in zip(finals, carried):
+                    final.append(states[-1])  # state after each sequence's last valid step
+                y = carried[0] if mask is None else torch.where(mask, carried[0], 0.0)
+                outs.append(y if d == 0 else seq.reverse(y, rev))
+            layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                layer_in = F.dropout(layer_in, self.dropout, training=True)
+        h_n = tuple(torch.stack(f) for f in finals)
+        output: Tensor | PackedSequence = layer_in
+        if isinstance(input, PackedSequence):
+            output = seq.pack_like(layer_in, input)
+        elif not batched:
+            output = layer_in.squeeze(1)
+            h_n = tuple(h.squeeze(1) for h in h_n)
+        elif self.batch_first:
+            output = layer_in.transpose(0, 1)
+        return output, (h_n if len(h_n) == 2 else h_n[0])
+
+
+class RNN(RNNBase):
+    r"""Elman RNN layer, drop-in for ``torch.nn.RNN``: ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``.
+
+    The seed's ``s_t = f(U x_t + W s_{t-1})`` with ``U`` = ``weight_ih_l{k}``, ``W`` = ``weight_hh_l{k}``.
+    ``nonlinearity`` is ``"tanh"`` or ``"relu"``.
+    """
+
+    gates = 1
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        nonlinearity: str = "tanh",
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        proj_size: int = 0,
+    ) -> None:
+        self.nonlinearity = check.choice("nonlinearity", nonlinearity, NONLINEARITIES)
+        if proj_size:
+            raise ValueError(f"proj_size: supported by LSTM only, expected 0, got {proj_size}")
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            0, device, dtype,
+        )
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + (f", nonlinearity={self.nonlinearity!r}" if self.nonlinearity != "tanh" else "")
+
+    def _run(self, x, mask, state, params):  # type: ignore[no-untyped-def]
+        w_ih, w_hh, b_ih, b_hh, _ = params
+        return (RNNFunction.apply(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity),)
+
+
+class LSTM(RNNBase):
+    r"""LSTM layer, drop-in for ``torch.nn.LSTM`` (gate rows ``[i|f|g|o]``, optional ``proj_size``).
+
+    See ``rnnlab.cells.lstm_cell`` for the equations; ``forward`` takes and returns ``(h, c)`` tuples.
+    """
+
+    gates = 4
+
+    def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
+        n = self.num_layers * self.num_directions
+        return [(n, batch, self.proj_size or self.hidden_size), (n, batch, self.hidden_size)]
+
+    def _run(self, x, mask, state, params):  # type: ignore[no-untyped-def]
+        hs, cs, _ = LSTMFunction.apply(x, mask, state[0], state[1], *params)
+        return hs, cs
+
+
+class GRU(RNNBase):
+    r"""GRU layer, drop-in for ``torch.nn.GRU`` (gate rows ``[r|z|n]``).
+
+    ``reset="after"`` (default) is PyTorch/cuDNN's form, ``n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))``,
+    and loads ``torch.nn.GRU`` weights with identical results. ``reset="before"`` is Cho et al. 2014 /
+    Olah's ``n = tanh(W_in x + b_in + W_hn (r ⊙ h) + b_hn)``: same parameters, different function.
+    """
+
+    gates = 3
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        proj_size: int = 0,
+        reset: str = "after",
+    ) -> None:
+        self.reset = check.choice("reset", reset, GRU_RESETS)
+        if proj_size:
+            raise ValueError(f"proj_size: supported by LSTM only, expected 0, got {proj_size}")
+        super().__init__(
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            0, device, dtype,
+        )
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + (f", reset={self.reset!r}" if self.reset != "after" else "")
+
+    def _run(self, x, mask, state, params):  # type: ignore[no-untyped-def]
+        w_ih, w_hh, b_ih, b_hh, _ = params
+        hs, _ = GRUFunction.apply(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.reset)
+        return (hs,)

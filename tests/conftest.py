@@ -1,0 +1,39 @@
+"""Shared helpers: build a torch.nn peer and an rnnlab layer with the same weights, compare them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnlab
+
+# (rnnlab / torch.nn class name, extra constructor kwargs)
+MODES = {
+    "rnn_tanh": ("RNN", {"nonlinearity": "tanh"}),
+    "rnn_relu": ("RNN", {"nonlinearity": "relu"}),
+    "lstm": ("LSTM", {}),
+    "lstm_proj": ("LSTM", {"proj_size": 3}),
+    "gru": ("GRU", {}),
+}
+
+
+def tol(dtype: torch.dtype) -> dict[str, float]:
+    return {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-10}
+
+
+def pair(mode: str, input_size: int, hidden: int, dtype: torch.dtype, **kw):
+    """A torch.nn layer and an rnnlab layer holding the same (torch-initialised) weights."""
+    name, extra = MODES[mode]
+    ref = getattr(torch.nn, name)(input_size, hidden, dtype=dtype, **extra, **kw)
+    ours = getattr(rnnlab, name)(input_size, hidden, dtype=dtype, **extra, **kw)
+    ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def flat_state(h) -> list[torch.Tensor]:
+    return list(h) if isinstance(h, tuple) else [h]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
