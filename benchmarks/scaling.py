@@ -1,13 +1,13 @@
 """Reference-path cost at T and 4T: train time (forward + backward) and bytes saved for backward.
 
-    python benchmarks/scaling.py            # prints a markdown table
+python benchmarks/scaling.py            # prints a markdown table
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -15,7 +15,9 @@ import rnnlab
 
 
 def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+    for line in (
+        Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+    ):
         if line.startswith("model name"):
             return line.split(":", 1)[1].strip()
     return "unknown CPU"
@@ -58,8 +60,10 @@ def main() -> None:
             rows.append((steps, train_time(layer, x), saved_bytes(layer, x)))
         (t1, s1, m1), (t4, s4, m4) = rows
         print(f"| {cls.__name__} | {t1} | {s1 * 1e3:.1f} | | {m1 / 2**20:.2f} | |")
-        print(f"| {cls.__name__} | {t4} | {s4 * 1e3:.1f} | {s4 / s1:.2f} | {m4 / 2**20:.2f} | "
-              f"{m4 / m1:.2f} |")
+        print(
+            f"| {cls.__name__} | {t4} | {s4 * 1e3:.1f} | {s4 / s1:.2f} | {m4 / 2**20:.2f} | "
+            f"{m4 / m1:.2f} |"
+        )
 
 
 if __name__ == "__main__":

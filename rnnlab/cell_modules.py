@@ -138,7 +138,5 @@ class GRUCell(RNNCellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         x, (h,), batched = self._inputs(input, hx, 1)
-        out = gru_cell(
-            x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.reset
-        )
+        out = gru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.reset)
         return out if batched else out.squeeze(0)

@@ -42,8 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="example:\n  rnnlab demo --steps 60 --out runs/demo",
     )
-    demo.add_argument("--steps", type=int, nargs="+", default=[10, 30, 60],
-                      help="sequence lengths T to remember across (one run per T)")
+    demo.add_argument(
+        "--steps",
+        type=int,
+        nargs="+",
+        default=[10, 30, 60],
+        help="sequence lengths T to remember across (one run per T)",
+    )
     demo.add_argument("--hidden", type=int, default=64, help="hidden units per cell")
     demo.add_argument("--iters", type=int, default=800, help="Adam steps per cell and T")
     demo.add_argument("--seed", type=int, default=0, help="random seed")

@@ -55,8 +55,10 @@ def run_demo(cfg: DemoConfig, out_dir: Path | None = None) -> list[dict[str, flo
         "LSTM": lambda: LSTM(cfg.symbols, cfg.hidden),
         "GRU": lambda: GRU(cfg.symbols, cfg.hidden),
     }
-    print(f"Remember the first of T={cfg.steps} symbols (K={cfg.symbols}, chance "
-          f"{1 / cfg.symbols:.1%}); {cfg.iters} Adam steps of batch {cfg.batch}, hidden {cfg.hidden}.")
+    print(
+        f"Remember the first of T={cfg.steps} symbols (K={cfg.symbols}, chance "
+        f"{1 / cfg.symbols:.1%}); {cfg.iters} Adam steps of batch {cfg.batch}, hidden {cfg.hidden}."
+    )
     rows: list[dict[str, float | str]] = []
     for name, make in layers.items():
         torch.manual_seed(cfg.seed)
@@ -77,8 +79,10 @@ def run_demo(cfg: DemoConfig, out_dir: Path | None = None) -> list[dict[str, flo
             x, y = recall_batch(DemoConfig(**{**asdict(cfg), "batch": 2000}), test_gen)
             acc = (model(x).argmax(-1) == y).float().mean().item()
         rows.append({"cell": name, "accuracy": acc, "final_loss": loss.item(), "seconds": seconds})
-        print(f"  {name:<11} test accuracy {acc:6.1%}   final train loss {loss.item():.3f}   "
-              f"({seconds:.1f} s)")
+        print(
+            f"  {name:<11} test accuracy {acc:6.1%}   final train loss {loss.item():.3f}   "
+            f"({seconds:.1f} s)"
+        )
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / "demo_results.json"

@@ -184,7 +184,9 @@ class RNNBase(nn.Module):
             return tuple(x.new_zeros(s) for s in shapes)
         if len(shapes) == 2:
             if not (isinstance(hx, tuple | list) and len(hx) == 2):
-                raise TypeError(f"hx: expected a tuple (h_0, c_0) of tensors, got {type(hx).__name__}")
+                raise TypeError(
+                    f"hx: expected a tuple (h_0, c_0) of tensors, got {type(hx).__name__}"
+                )
             given = tuple(hx)
         else:
             if isinstance(hx, tuple | list):
@@ -265,8 +267,16 @@ class RNN(RNNBase):
         if proj_size:
             raise ValueError(f"proj_size: supported by LSTM only, expected 0, got {proj_size}")
         super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            0, device, dtype,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            0,
+            device,
+            dtype,
         )
 
     def extra_repr(self) -> str:
@@ -324,8 +334,16 @@ class GRU(RNNBase):
         if proj_size:
             raise ValueError(f"proj_size: supported by LSTM only, expected 0, got {proj_size}")
         super().__init__(
-            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
-            0, device, dtype,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias,
+            batch_first,
+            dropout,
+            bidirectional,
+            0,
+            device,
+            dtype,
         )
 
     def extra_repr(self) -> str:

@@ -18,7 +18,9 @@ MODES = {
 
 
 def tol(dtype: torch.dtype) -> dict[str, float]:
-    return {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-10}
+    return (
+        {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-10}
+    )
 
 
 def pair(mode: str, input_size: int, hidden: int, dtype: torch.dtype, **kw):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tol
 
 import rnnlab
-from conftest import tol
 
 
 def _grads(out, tensors):
@@ -20,9 +20,15 @@ def _grads(out, tensors):
 @pytest.mark.parametrize("given_hx", [True, False])
 @pytest.mark.parametrize(
     "name,kw",
-    [("RNNCell", {"nonlinearity": "tanh"}), ("RNNCell", {"nonlinearity": "relu"}),
-     ("LSTMCell", {}), ("GRUCell", {}), ("RNNCell", {"bias": False}), ("LSTMCell", {"bias": False}),
-     ("GRUCell", {"bias": False})],
+    [
+        ("RNNCell", {"nonlinearity": "tanh"}),
+        ("RNNCell", {"nonlinearity": "relu"}),
+        ("LSTMCell", {}),
+        ("GRUCell", {}),
+        ("RNNCell", {"bias": False}),
+        ("LSTMCell", {"bias": False}),
+        ("GRUCell", {"bias": False}),
+    ],
 )
 def test_cell_matches_torch(name, kw, dtype, batched, given_hx):
     ref = getattr(torch.nn, name)(5, 6, dtype=dtype, **kw)

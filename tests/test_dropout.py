@@ -12,8 +12,9 @@ import rnnlab
 
 def _pass_through_rnn(p: float, hidden: int = 64) -> rnnlab.RNN:
     """2-layer relu RNN whose layer 2 copies its input: out = relu(dropout(relu(x)))."""
-    rnn = rnnlab.RNN(hidden, hidden, num_layers=2, nonlinearity="relu", dropout=p,
-                     dtype=torch.float64)
+    rnn = rnnlab.RNN(
+        hidden, hidden, num_layers=2, nonlinearity="relu", dropout=p, dtype=torch.float64
+    )
     with torch.no_grad():
         for layer in range(2):
             getattr(rnn, f"weight_ih_l{layer}").copy_(torch.eye(hidden))

@@ -83,9 +83,15 @@ def test_device_mismatch():
 
 @pytest.mark.parametrize(
     "lengths,exc,text",
-    [([5, 5, 5], ValueError, "2"), ([5, 0], ValueError, "positive"), ([5, -1], ValueError, "positive"),
-     ([6, 2], ValueError, "T=5"), (torch.tensor([1.5, 2.0]), TypeError, "dtype"),
-     (torch.tensor([[5, 5]]), ValueError, "1-D"), ("ab", TypeError, "lengths")],
+    [
+        ([5, 5, 5], ValueError, "2"),
+        ([5, 0], ValueError, "positive"),
+        ([5, -1], ValueError, "positive"),
+        ([6, 2], ValueError, "T=5"),
+        (torch.tensor([1.5, 2.0]), TypeError, "dtype"),
+        (torch.tensor([[5, 5]]), ValueError, "1-D"),
+        ("ab", TypeError, "lengths"),
+    ],
 )
 def test_bad_lengths(lengths, exc, text):
     msg = _raises(exc, "lengths", gru, torch.randn(5, 2, 4), lengths=lengths)

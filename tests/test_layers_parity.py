@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 import torch
+from conftest import MODES, flat_state, pair, tol
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnlab
-from conftest import MODES, flat_state, pair, tol
 
 I, H, T, B = 4, 5, 7, 3
 LENGTHS = [5, 7, 2]  # unsorted, one full length
@@ -47,7 +47,9 @@ def _run(layer, kind, x, hx, batch_first):
 
 def _loss(out, h):
     tensors = [out, *flat_state(h)]
-    return sum((t * torch.cos(torch.arange(t.numel(), dtype=t.dtype)).view_as(t)).sum() for t in tensors)
+    return sum(
+        (t * torch.cos(torch.arange(t.numel(), dtype=t.dtype)).view_as(t)).sum() for t in tensors
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
@@ -56,8 +58,16 @@ def _loss(out, h):
 @pytest.mark.parametrize("mode", list(MODES))
 def test_layer_matches_torch(mode, layout, kind, dtype):
     layers, bidir, batch_first, bias, given_hx = layout
-    ref, ours = pair(mode, I, H, dtype, num_layers=layers, bidirectional=bidir,
-                     batch_first=batch_first, bias=bias)
+    ref, ours = pair(
+        mode,
+        I,
+        H,
+        dtype,
+        num_layers=layers,
+        bidirectional=bidir,
+        batch_first=batch_first,
+        bias=bias,
+    )
     shape = (B, T, I) if batch_first else (T, B, I)
     if kind == "unbatched":
         shape = (T, I)

@@ -21,11 +21,13 @@ VARIANTS = {
 
 
 def _cell_for(layer, cell_cls, kw, suffix):
-    in_size = layer.input_size if suffix.startswith("_l0") else layer.num_directions * layer.hidden_size
-    cell = cell_cls(in_size,
-                    layer.hidden_size, dtype=torch.float64, **kw)
-    cell.load_state_dict({n: getattr(layer, n + suffix) for n in ("weight_ih", "weight_hh",
-                                                                  "bias_ih", "bias_hh")})
+    in_size = (
+        layer.input_size if suffix.startswith("_l0") else layer.num_directions * layer.hidden_size
+    )
+    cell = cell_cls(in_size, layer.hidden_size, dtype=torch.float64, **kw)
+    cell.load_state_dict(
+        {n: getattr(layer, n + suffix) for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+    )
     return cell
 
 
@@ -55,7 +57,9 @@ def test_layer_equals_cell_loop_with_lengths(variant, bidirectional):
             for d, suffix in enumerate(dirs):
                 cell = _cell_for(layer, cell_cls, kw, f"_l{layer_idx}{suffix}")
                 zero = torch.zeros(4, dtype=torch.float64)
-                ys, last = _step(cell, seq if d == 0 else seq.flip(0), (zero, zero) if lstm else zero)
+                ys, last = _step(
+                    cell, seq if d == 0 else seq.flip(0), (zero, zero) if lstm else zero
+                )
                 outs.append(ys if d == 0 else ys.flip(0))
                 k = layer_idx * len(dirs) + d
                 h_last = last[0] if lstm else last
