@@ -9,9 +9,9 @@ STAMP := $(VENV)/.installed
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
-$(STAMP): $(PY) pyproject.toml
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[dev]"
+$(STAMP): $(PY) pyproject.toml setup.py $(wildcard rnnlab/kernels/csrc/*)
+	$(PY) -m pip install --quiet torch==2.13.0 "setuptools>=64" wheel
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

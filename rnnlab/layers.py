@@ -28,7 +28,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from . import _checks as check
 from . import sequence as seq
-from .bptt import GRUFunction, LSTMFunction, RNNFunction
+from . import kernels
 from .cells import GRU_RESETS, NONLINEARITIES
 
 Params = tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]
@@ -285,7 +285,7 @@ class RNN(RNNBase):
 
     def _run(self, x, mask, state, params):  # type: ignore[no-untyped-def]
         w_ih, w_hh, b_ih, b_hh, _ = params
-        return (RNNFunction.apply(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity),)
+        return (kernels.rnn(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity),)
 
 
 class LSTM(RNNBase):
@@ -301,7 +301,7 @@ class LSTM(RNNBase):
         return [(n, batch, self.proj_size or self.hidden_size), (n, batch, self.hidden_size)]
 
     def _run(self, x, mask, state, params):  # type: ignore[no-untyped-def]
-        hs, cs, _ = LSTMFunction.apply(x, mask, state[0], state[1], *params)
+        hs, cs, _ = kernels.lstm(x, mask, state[0], state[1], *params)
         return hs, cs
 
 
@@ -352,5 +352,5 @@ class GRU(RNNBase):
 
     def _run(self, x, mask, state, params):  # type: ignore[no-untyped-def]
         w_ih, w_hh, b_ih, b_hh, _ = params
-        hs, _ = GRUFunction.apply(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.reset)
+        hs, _ = kernels.gru(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.reset)
         return (hs,)

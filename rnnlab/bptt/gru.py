@@ -82,63 +82,89 @@ class GRUFunction(torch.autograd.Function):
     ) -> tuple[Tensor | None, ...]:
         x, mask, h0, w_ih, w_hh, hs, ws = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        steps = x.shape[0]
-        hid = h0.shape[-1]
-        after = ctx.after
-        parts = ws.chunk(4 if after else 3, dim=2)  # r, z, n(, hn): (T, B, H) each
-        r, z, n = parts[:3]
-        hp = entering(h0, hs)  # h_{t-1} for every step
-        dr_act, dz_act, dn_act = r * (1 - r), z * (1 - z), 1 - n * n
-        w_rz, w_n = w_hh[: 2 * hid], w_hh[2 * hid :]
-        dh = torch.zeros_like(h0)
-        dgis: list[Tensor] = [dh] * steps  # pre-activation gradients of the input part
-        dghs: list[Tensor] = [dh] * steps  # ... and of the recurrent part (reset="after")
-        per_step = zip(
-            *(reversed(steps_of(v, steps)) for v in (dhs, dws, mask)),
-            *(reversed(v.unbind(0)) for v in (*parts, hp, dr_act, dz_act, dn_act)),
+        dx, dh0, dw_ih, dw_hh, db_ih, db_hh = gru_backward(
+            dhs, dws, x, mask, h0, w_ih, w_hh, hs, ws, ctx.after, needs[0]
         )
-        for t, (dh_out, dw_out, m, r_t, z_t, n_t, *rest) in zip(reversed(range(steps)), per_step):
-            hn_t = rest[0] if after else None
-            h_t, dr_a, dz_a, dn_a = rest[-4:]
-            dh_in, dh_keep = split_masked(dh if dh_out is None else dh + dh_out, m)
-            dn = dh_in * (1 - z_t)  # h_t = (1 - z) n + z h
-            dz = dh_in * (h_t - n_t)
-            direct = dh_in * z_t
-            extra = dw_out.chunk(4 if after else 3, dim=1) if dw_out is not None else None
-            if extra is not None:
-                dn, dz = dn + extra[2], dz + extra[1]
-            dan = dn * dn_a  # through tanh
-            if after:
-                dr = dan * hn_t
-                dhn = dan * r_t if extra is None else dan * r_t + extra[3]
-            else:
-                drh = dan @ w_n  # d(r ⊙ h)
-                dr = drh * h_t
-                direct = direct + drh * r_t
-            if extra is not None:
-                dr = dr + extra[0]
-            dar, daz = dr * dr_a, dz * dz_a  # through σ
-            dgis[t] = torch.cat([dar, daz, dan], dim=1)
-            if after:
-                dghs[t] = torch.cat([dar, daz, dhn], dim=1)
-                dh = direct + dghs[t] @ w_hh
-            else:
-                dh = direct + dgis[t][:, : 2 * hid] @ w_rz
-            if dh_keep is not None:
-                dh = dh + dh_keep
-        dgi = torch.stack(dgis)  # (T, B, 3H)
-        dx, dw_ih, db_ih = input_grads((needs[0], needs[3], needs[5]), dgi, x, w_ih)
-        dw_hh = db_hh = None
+        return (
+            dx,
+            None,
+            dh0 if needs[2] else None,
+            dw_ih if needs[3] else None,
+            dw_hh if needs[4] else None,
+            db_ih if needs[5] else None,
+            db_hh if needs[6] else None,
+            None,
+        )
+
+
+def gru_backward(
+    dhs: Tensor | None,  # (T, B, H) gradient reaching each carried state from outside
+    dws: Tensor | None,  # (T, B, 4H or 3H) ... and the workspace (double backward only)
+    x: Tensor,
+    mask: Tensor | None,
+    h0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    hs: Tensor,
+    ws: Tensor,
+    after: bool,
+    need_dx: bool,
+) -> tuple[Tensor | None, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """BPTT of ``GRUFunction``: ``(dx, dh0, dw_ih, dw_hh, db_ih, db_hh)``.
+
+    Written with differentiable torch ops, so it is also the double-backward path."""
+    steps = x.shape[0]
+    hid = h0.shape[-1]
+
+    parts = ws.chunk(4 if after else 3, dim=2)  # r, z, n(, hn): (T, B, H) each
+    r, z, n = parts[:3]
+    hp = entering(h0, hs)  # h_{t-1} for every step
+    dr_act, dz_act, dn_act = r * (1 - r), z * (1 - z), 1 - n * n
+    w_rz, w_n = w_hh[: 2 * hid], w_hh[2 * hid :]
+    dh = torch.zeros_like(h0)
+    dgis: list[Tensor] = [dh] * steps  # pre-activation gradients of the input part
+    dghs: list[Tensor] = [dh] * steps  # ... and of the recurrent part (reset="after")
+    per_step = zip(
+        *(reversed(steps_of(v, steps)) for v in (dhs, dws, mask)),
+        *(reversed(v.unbind(0)) for v in (*parts, hp, dr_act, dz_act, dn_act)),
+    )
+    for t, (dh_out, dw_out, m, r_t, z_t, n_t, *rest) in zip(reversed(range(steps)), per_step):
+        hn_t = rest[0] if after else None
+        h_t, dr_a, dz_a, dn_a = rest[-4:]
+        dh_in, dh_keep = split_masked(dh if dh_out is None else dh + dh_out, m)
+        dn = dh_in * (1 - z_t)  # h_t = (1 - z) n + z h
+        dz = dh_in * (h_t - n_t)
+        direct = dh_in * z_t
+        extra = dw_out.chunk(4 if after else 3, dim=1) if dw_out is not None else None
+        if extra is not None:
+            dn, dz = dn + extra[2], dz + extra[1]
+        dan = dn * dn_a  # through tanh
         if after:
-            dgh = torch.stack(dghs)  # (T, B, 3H)
-            if needs[4]:
-                dw_hh = gemm_tn(dgh, hp)
-            if needs[6]:
-                db_hh = dgh.sum(dim=(0, 1))
+            dr = dan * hn_t
+            dhn = dan * r_t if extra is None else dan * r_t + extra[3]
         else:
-            drz, dan_all = dgi[..., : 2 * hid], dgi[..., 2 * hid :]
-            if needs[4]:
-                dw_hh = torch.cat([gemm_tn(drz, hp), gemm_tn(dan_all, r * hp)], dim=0)
-            if needs[6]:
-                db_hh = dgi.sum(dim=(0, 1))
-        return dx, None, dh if needs[2] else None, dw_ih, dw_hh, db_ih, db_hh, None
+            drh = dan @ w_n  # d(r ⊙ h)
+            dr = drh * h_t
+            direct = direct + drh * r_t
+        if extra is not None:
+            dr = dr + extra[0]
+        dar, daz = dr * dr_a, dz * dz_a  # through σ
+        dgis[t] = torch.cat([dar, daz, dan], dim=1)
+        if after:
+            dghs[t] = torch.cat([dar, daz, dhn], dim=1)
+            dh = direct + dghs[t] @ w_hh
+        else:
+            dh = direct + dgis[t][:, : 2 * hid] @ w_rz
+        if dh_keep is not None:
+            dh = dh + dh_keep
+    dgi = torch.stack(dgis)  # (T, B, 3H)
+    dx, dw_ih, db_ih = input_grads((need_dx, True, True), dgi, x, w_ih)
+    assert dw_ih is not None and db_ih is not None
+    if after:
+        dgh = torch.stack(dghs)  # (T, B, 3H)
+        dw_hh, db_hh = gemm_tn(dgh, hp), dgh.sum(dim=(0, 1))
+    else:
+        drz, dan_all = dgi[..., : 2 * hid], dgi[..., 2 * hid :]
+        dw_hh = torch.cat([gemm_tn(drz, hp), gemm_tn(dan_all, r * hp)], dim=0)
+        db_hh = dgi.sum(dim=(0, 1))
+    return dx, dh, dw_ih, dw_hh, db_ih, db_hh

@@ -77,48 +77,73 @@ class LSTMFunction(torch.autograd.Function):
     ) -> tuple[Tensor | None, ...]:
         x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        steps = x.shape[0]
-        i, f, g, o = gates.chunk(4, dim=2)  # (T, B, H) each
-        tanh_c = torch.tanh(cs)
-        dtanh_c = o * (1 - tanh_c * tanh_c)  # ∂h/∂c before projection
-        deriv = torch.cat([i * (1 - i), f * (1 - f), 1 - g * g, o * (1 - o)], dim=2)  # (T, B, 4H)
-        c_prev = entering(c0, cs)
-        dh, dc = torch.zeros_like(h0), torch.zeros_like(c0)
-        das: list[Tensor] = [dc] * steps
-        dh_cells: list[Tensor] = [dh] * steps
-        per_step = zip(
-            *(
-                reversed(steps_of(v, steps))
-                for v in (dhs, dcs, dgates, mask, tanh_c, dtanh_c, deriv, c_prev)
-            ),
-            *(reversed(v.unbind(0)) for v in (i, f, g)),
+        dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = lstm_backward(
+            dhs, dcs, dgates, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates, needs[0]
         )
-        for t, (dh_out, dc_out, dg_out, m, tc, dtc, d_t, cp, i_t, f_t, g_t) in zip(
-            reversed(range(steps)), per_step
-        ):
-            dh_in, dh_keep = split_masked(add(dh, dh_out), m)
-            dc_in, dc_keep = split_masked(add(dc, dc_out), m)
-            dh_cells[t] = dh_in
-            dr = dh_in @ w_hr if w_hr is not None else dh_in  # through the projection
-            dc_in = dc_in + dr * dtc  # through h = o ⊙ tanh(c)
-            dpost = torch.cat([dc_in * g_t, dc_in * cp, dc_in * i_t, dr * tc], dim=1)
-            da = add(dpost, dg_out) * d_t  # through σ / tanh
-            das[t] = da
-            dh = add(da @ w_hh, dh_keep)  # to h_{t-1}
-            dc = add(dc_in * f_t, dc_keep)  # to c_{t-1}
-        da_all = torch.stack(das)  # (T, B, 4H)
-        has_bias = needs[6] or needs[7]
-        dx, dw_ih, db = input_grads((needs[0], needs[4], has_bias), da_all, x, w_ih)
-        dw_hh = gemm_tn(da_all, entering(h0, hs)) if needs[5] else None
-        dw_hr = gemm_tn(torch.stack(dh_cells), o * tanh_c) if needs[8] else None
         return (
             dx,
             None,
-            dh if needs[2] else None,
-            dc if needs[3] else None,
-            dw_ih,
-            dw_hh,
+            dh0 if needs[2] else None,
+            dc0 if needs[3] else None,
+            dw_ih if needs[4] else None,
+            dw_hh if needs[5] else None,
             db if needs[6] else None,
             db if needs[7] else None,
-            dw_hr,
+            dw_hr if needs[8] else None,
         )
+
+
+def lstm_backward(
+    dhs: Tensor | None,  # (T, B, P) gradient reaching each carried h from outside
+    dcs: Tensor | None,  # (T, B, H) ... and each carried c
+    dgates: Tensor | None,  # (T, B, 4H) ... and each activated gate (double backward only)
+    x: Tensor,
+    mask: Tensor | None,
+    h0: Tensor,
+    c0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    w_hr: Tensor | None,
+    hs: Tensor,
+    cs: Tensor,
+    gates: Tensor,
+    need_dx: bool,
+) -> tuple[Tensor | None, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    """BPTT of ``LSTMFunction``: ``(dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr)``.
+
+    Written with differentiable torch ops, so it is also the double-backward path."""
+    steps = x.shape[0]
+    i, f, g, o = gates.chunk(4, dim=2)  # (T, B, H) each
+    tanh_c = torch.tanh(cs)
+    dtanh_c = o * (1 - tanh_c * tanh_c)  # ∂h/∂c before projection
+    deriv = torch.cat([i * (1 - i), f * (1 - f), 1 - g * g, o * (1 - o)], dim=2)  # (T, B, 4H)
+    c_prev = entering(c0, cs)
+    dh, dc = torch.zeros_like(h0), torch.zeros_like(c0)
+    das: list[Tensor] = [dc] * steps
+    dh_cells: list[Tensor] = [dh] * steps
+    per_step = zip(
+        *(
+            reversed(steps_of(v, steps))
+            for v in (dhs, dcs, dgates, mask, tanh_c, dtanh_c, deriv, c_prev)
+        ),
+        *(reversed(v.unbind(0)) for v in (i, f, g)),
+    )
+    for t, (dh_out, dc_out, dg_out, m, tc, dtc, d_t, cp, i_t, f_t, g_t) in zip(
+        reversed(range(steps)), per_step
+    ):
+        dh_in, dh_keep = split_masked(add(dh, dh_out), m)
+        dc_in, dc_keep = split_masked(add(dc, dc_out), m)
+        dh_cells[t] = dh_in
+        dr = dh_in @ w_hr if w_hr is not None else dh_in  # through the projection
+        dc_in = dc_in + dr * dtc  # through h = o ⊙ tanh(c)
+        dpost = torch.cat([dc_in * g_t, dc_in * cp, dc_in * i_t, dr * tc], dim=1)
+        da = add(dpost, dg_out) * d_t  # through σ / tanh
+        das[t] = da
+        dh = add(da @ w_hh, dh_keep)  # to h_{t-1}
+        dc = add(dc_in * f_t, dc_keep)  # to c_{t-1}
+    da_all = torch.stack(das)  # (T, B, 4H)
+    dx, dw_ih, db = input_grads((need_dx, True, True), da_all, x, w_ih)
+    assert dw_ih is not None and db is not None
+    dw_hh = gemm_tn(da_all, entering(h0, hs))
+    dw_hr = gemm_tn(torch.stack(dh_cells), o * tanh_c) if w_hr is not None else None
+    return dx, dh, dc, dw_ih, dw_hh, db, dw_hr

@@ -58,34 +58,53 @@ class RNNFunction(torch.autograd.Function):
         needs = ctx.needs_input_grad
         if dhs is None:
             return (None,) * 8
-        steps = x.shape[0]
-        if ctx.nonlinearity == "tanh":
-            deriv = 1 - hs * hs  # tanh'(a) = 1 - h²
-        else:
-            deriv = (hs > 0).to(hs.dtype)  # relu'(a) = [h > 0]
-        dh = torch.zeros_like(h0)  # (B, H) gradient carried to step t from t+1
-        das: list[Tensor] = [dh] * steps
-        for t, dh_out, m, d_t in zip(
-            reversed(range(steps)),
-            reversed(dhs.unbind(0)),
-            reversed(steps_of(mask, steps)),
-            reversed(deriv.unbind(0)),
-        ):
-            dh_in, dh_keep = split_masked(dh + dh_out, m)
-            da = dh_in * d_t  # through f
-            das[t] = da
-            dh = add(da @ w_hh, dh_keep)  # to h_{t-1}
-        da_all = torch.stack(das)  # (T, B, H)
-        has_bias = needs[5] or needs[6]
-        dx, dw_ih, db = input_grads((needs[0], needs[3], has_bias), da_all, x, w_ih)
-        dw_hh = gemm_tn(da_all, entering(h0, hs)) if needs[4] else None
+        dx, dh0, dw_ih, dw_hh, db = rnn_backward(
+            dhs, x, mask, h0, w_ih, w_hh, hs, ctx.nonlinearity, needs[0]
+        )
         return (
             dx,
             None,
-            dh if needs[2] else None,
-            dw_ih,
-            dw_hh,
+            dh0 if needs[2] else None,
+            dw_ih if needs[3] else None,
+            dw_hh if needs[4] else None,
             db if needs[5] else None,
             db if needs[6] else None,
             None,
         )
+
+
+def rnn_backward(
+    dhs: Tensor,  # (T, B, H) gradient reaching each carried state from outside
+    x: Tensor,
+    mask: Tensor | None,
+    h0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    hs: Tensor,
+    nonlinearity: str,
+    need_dx: bool,
+) -> tuple[Tensor | None, Tensor, Tensor, Tensor, Tensor]:
+    """BPTT of ``RNNFunction``: ``(dx, dh0, dw_ih, dw_hh, db)`` with ``db`` for both biases.
+
+    Written with differentiable torch ops, so it is also the double-backward path."""
+    steps = x.shape[0]
+    if nonlinearity == "tanh":
+        deriv = 1 - hs * hs  # tanh'(a) = 1 - h²
+    else:
+        deriv = (hs > 0).to(hs.dtype)  # relu'(a) = [h > 0]
+    dh = torch.zeros_like(h0)  # (B, H) gradient carried to step t from t+1
+    das: list[Tensor] = [dh] * steps
+    for t, dh_out, m, d_t in zip(
+        reversed(range(steps)),
+        reversed(dhs.unbind(0)),
+        reversed(steps_of(mask, steps)),
+        reversed(deriv.unbind(0)),
+    ):
+        dh_in, dh_keep = split_masked(dh + dh_out, m)
+        da = dh_in * d_t  # through f
+        das[t] = da
+        dh = add(da @ w_hh, dh_keep)  # to h_{t-1}
+    da_all = torch.stack(das)  # (T, B, H)
+    dx, dw_ih, db = input_grads((need_dx, True, True), da_all, x, w_ih)
+    assert dw_ih is not None and db is not None
+    return dx, dh, dw_ih, gemm_tn(da_all, entering(h0, hs)), db

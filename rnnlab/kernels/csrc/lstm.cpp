@@ -1,0 +1,161 @@
+// LSTM (optionally with projection), whole sequence: forward and backpropagation through time.
+//   forward:  [i,f,g,o] = [σ,σ,tanh,σ](W_ih x_t + b + W_hh h_{t-1});  c_t = f⊙c_{t-1} + i⊙g
+//             r_t = o⊙tanh(c_t);  h_t = W_hr r_t (or r_t)
+//   backward: dr = dh W_hr;  dc += dr⊙o⊙(1-tanh²c);  da = [dc⊙g⊙i(1-i), dc⊙c_{t-1}⊙f(1-f),
+//             dc⊙i⊙(1-g²), dr⊙tanh(c)⊙o(1-o)];  dh_{t-1} = da W_hh;  dc_{t-1} = dc⊙f
+#include "common.h"
+
+namespace rnnlab {
+
+// x [T,B,I], h0 [B,P], c0 [B,H], w_ih [4H,I], w_hh [4H,P], w_hr [P,H]
+// → hs [T,B,P], cs [T,B,H], gates [T,B,4H] (activated: the workspace BPTT needs)
+std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
+    const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0, const Tensor& c0,
+    const Tensor& w_ih, const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
+    const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& w_hr) {
+  c10::optional<Tensor> bias;
+  if (b_ih.has_value() && b_ih->defined()) bias = *b_ih + *b_hh;
+  Tensor gates = project(x, w_ih, bias).contiguous();
+  const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1);
+  const bool proj = w_hr.has_value() && w_hr->defined();
+  auto hs = at::empty({T, B, P}, x.options());
+  auto cs = at::empty({T, B, H}, x.options());
+  auto r = proj ? at::empty({B, H}, x.options()) : Tensor();
+  auto whh = w_hh.contiguous();
+  auto whr = proj ? w_hr->contiguous() : Tensor();
+  auto h0c = h0.contiguous();
+  auto c0c = c0.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_fwd", [&] {
+    scalar_t* gv = gates.data_ptr<scalar_t>();
+    scalar_t* hsv = hs.data_ptr<scalar_t>();
+    scalar_t* csv = cs.data_ptr<scalar_t>();
+    const scalar_t* w = whh.data_ptr<scalar_t>();
+    const bool* m = mask_ptr(mask);
+    const scalar_t* h = h0c.data_ptr<scalar_t>();
+    const scalar_t* c = c0c.data_ptr<scalar_t>();
+    scalar_t* rv = proj ? r.data_ptr<scalar_t>() : nullptr;
+    for (int64_t t = 0; t < T; ++t) {
+      scalar_t* g = gv + t * B * 4 * H;
+      scalar_t* hn = hsv + t * B * P;
+      scalar_t* cn = csv + t * B * H;
+      gemm<scalar_t>(false, true, B, 4 * H, P, 1, h, P, w, P, 1, g, 4 * H);  // += h W_hh^T
+      scalar_t* rout = proj ? rv : hn;  // without projection r_t is h_t
+      for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          scalar_t* a = g + b * 4 * H;
+          const scalar_t* cp = c + b * H;
+          scalar_t* cb = cn + b * H;
+          scalar_t* rb = rout + b * H;
+          RNNLAB_SIMD
+          for (int64_t j = 0; j < H; ++j) {
+            const scalar_t i = sigmoid(a[j]), f = sigmoid(a[H + j]);
+            const scalar_t gg = std::tanh(a[2 * H + j]), o = sigmoid(a[3 * H + j]);
+            a[j] = i, a[H + j] = f, a[2 * H + j] = gg, a[3 * H + j] = o;
+            const scalar_t cc = f * cp[j] + i * gg;  // c_t = f c_{t-1} + i g
+            cb[j] = cc;
+            rb[j] = o * std::tanh(cc);  // r_t = o tanh(c_t)
+          }
+        }
+      });
+      if (proj) gemm<scalar_t>(false, true, B, P, H, 1, rv, H, whr.data_ptr<scalar_t>(), H, 0, hn, P);
+      if (m) {  // padded steps keep the previous state
+        for (int64_t b = 0; b < B; ++b) {
+          if (m[t * B + b]) continue;
+          std::copy(h + b * P, h + (b + 1) * P, hn + b * P);
+          std::copy(c + b * H, c + (b + 1) * H, cn + b * H);
+        }
+      }
+      h = hn;
+      c = cn;
+    }
+  });
+  return {hs, cs, gates};
+}
+
+// Returns (dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr); dx / dw_hr empty when not needed / no projection.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
+    const c10::optional<Tensor>& dhs, const c10::optional<Tensor>& dcs, const Tensor& x,
+    const c10::optional<Tensor>& mask, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
+    const Tensor& w_hh, const c10::optional<Tensor>& w_hr, const Tensor& hs, const Tensor& cs,
+    const Tensor& gates, bool need_dx) {
+  const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1);
+  const bool proj = w_hr.has_value() && w_hr->defined();
+  auto da = at::empty({T, B, 4 * H}, x.options());
+  auto dh = at::zeros({B, P}, x.options());
+  auto dc = at::zeros({B, H}, x.options());
+  auto dh_in = at::empty({B, P}, x.options());  // gradient entering the cell at step t
+  auto dr = proj ? at::empty({B, H}, x.options()) : dh_in;
+  auto dh_cells = proj ? at::empty({T, B, P}, x.options()) : Tensor();
+  auto dhs_c = dhs.has_value() && dhs->defined() ? dhs->contiguous() : Tensor();
+  auto dcs_c = dcs.has_value() && dcs->defined() ? dcs->contiguous() : Tensor();
+  auto cs_c = cs.contiguous();
+  auto c0c = c0.contiguous();
+  auto gates_c = gates.contiguous();
+  auto whh = w_hh.contiguous();
+  auto whr = proj ? w_hr->contiguous() : Tensor();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_bwd", [&] {
+    const scalar_t* gh_out = dhs_c.defined() ? dhs_c.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* gc_out = dcs_c.defined() ? dcs_c.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* csv = cs_c.data_ptr<scalar_t>();
+    const scalar_t* gv = gates_c.data_ptr<scalar_t>();
+    const scalar_t* w = whh.data_ptr<scalar_t>();
+    scalar_t* dav = da.data_ptr<scalar_t>();
+    scalar_t* dhv = dh.data_ptr<scalar_t>();
+    scalar_t* dcv = dc.data_ptr<scalar_t>();
+    scalar_t* dinv = dh_in.data_ptr<scalar_t>();
+    scalar_t* drv = dr.data_ptr<scalar_t>();
+    const bool* m = mask_ptr(mask);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      // split dh into the part entering the cell (valid step) and the part kept (padding)
+      for (int64_t b = 0; b < B; ++b) {
+        const bool valid = !m || m[t * B + b];
+        scalar_t* d = dhv + b * P;
+        scalar_t* di = dinv + b * P;
+        const scalar_t* go = gh_out ? gh_out + (t * B + b) * P : nullptr;
+        for (int64_t j = 0; j < P; ++j) {
+          const scalar_t v = d[j] + (go ? go[j] : scalar_t(0));
+          di[j] = valid ? v : scalar_t(0);
+          d[j] = valid ? scalar_t(0) : v;
+        }
+      }
+      if (proj) {
+        std::copy(dinv, dinv + B * P, dh_cells.data_ptr<scalar_t>() + t * B * P);
+        gemm<scalar_t>(false, false, B, H, P, 1, dinv, P, whr.data_ptr<scalar_t>(), H, 0, drv, H);
+      }
+      const scalar_t* cprev_all = t > 0 ? csv + (t - 1) * B * H : c0c.data_ptr<scalar_t>();
+      scalar_t* da_t = dav + t * B * 4 * H;
+      for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const bool valid = !m || m[t * B + b];
+          const scalar_t* a = gv + (t * B + b) * 4 * H;
+          const scalar_t* cb = csv + (t * B + b) * H;
+          const scalar_t* cp = cprev_all + b * H;
+          const scalar_t* drb = drv + b * H;
+          const scalar_t* gco = gc_out ? gc_out + (t * B + b) * H : nullptr;
+          scalar_t* dcb = dcv + b * H;
+          scalar_t* d = da_t + b * 4 * H;
+          RNNLAB_SIMD
+          for (int64_t j = 0; j < H; ++j) {
+            const scalar_t tot = dcb[j] + (gco ? gco[j] : scalar_t(0));
+            const scalar_t i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
+            const scalar_t tc = std::tanh(cb[j]);
+            const scalar_t dcell = valid ? tot + drb[j] * o * (1 - tc * tc) : scalar_t(0);
+            const scalar_t dro = valid ? drb[j] : scalar_t(0);
+            d[j] = dcell * g * i * (1 - i);              // di · σ'
+            d[H + j] = dcell * cp[j] * f * (1 - f);      // df · σ'
+            d[2 * H + j] = dcell * i * (1 - g * g);      // dg · tanh'
+            d[3 * H + j] = dro * tc * o * (1 - o);       // do · σ'
+            dcb[j] = valid ? dcell * f : tot;            // to c_{t-1}
+          }
+        }
+      });
+      gemm<scalar_t>(false, false, B, P, 4 * H, 1, da_t, 4 * H, w, P, 1, dhv, P);  // dh += da W_hh
+    }
+  });
+  Tensor dx = need_dx ? at::matmul(da, w_ih) : at::empty({0}, x.options());
+  Tensor dw_hr = proj ? gemm_tn(dh_cells, gates.narrow(2, 3 * H, H) * at::tanh(cs))
+                      : at::empty({0}, x.options());
+  return {dx, dh, dc, gemm_tn(da, x), gemm_tn_prev(da, h0, hs), da.sum({0, 1}), dw_hr};
+}
+
+}  // namespace rnnlab

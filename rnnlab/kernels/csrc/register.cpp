@@ -1,0 +1,55 @@
+// Registers the fused kernels as torch ops (namespace rnnlab) for the CPU. The Python side
+// (rnnlab/kernels/ops.py) adds fake (meta) implementations and autograd formulas.
+#include <Python.h>
+
+#include "common.h"
+
+namespace rnnlab {
+Tensor rnn_fwd(const Tensor&, const c10::optional<Tensor>&, const Tensor&, const Tensor&,
+               const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool);
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(const Tensor&, const Tensor&,
+    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool,
+    bool);
+std::tuple<Tensor, Tensor, Tensor> lstm_fwd(const Tensor&, const c10::optional<Tensor>&,
+    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const c10::optional<Tensor>&,
+    const c10::optional<Tensor>&, const c10::optional<Tensor>&);
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
+    const c10::optional<Tensor>&, const c10::optional<Tensor>&, const Tensor&,
+    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, bool);
+std::tuple<Tensor, Tensor> gru_fwd(const Tensor&, const c10::optional<Tensor>&, const Tensor&,
+    const Tensor&, const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool);
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor&, const Tensor&,
+    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+    const Tensor&, bool, bool);
+}  // namespace rnnlab
+
+TORCH_LIBRARY(rnnlab, m) {
+  m.def("rnn_fwd(Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+        "Tensor? b_hh, bool relu) -> Tensor");
+  m.def("rnn_bwd(Tensor dhs, Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, "
+        "Tensor hs, bool relu, bool need_dx) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("lstm_fwd(Tensor x, Tensor? mask, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
+        "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr) -> (Tensor, Tensor, Tensor)");
+  m.def("lstm_bwd(Tensor? dhs, Tensor? dcs, Tensor x, Tensor? mask, Tensor h0, Tensor c0, "
+        "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor hs, Tensor cs, Tensor gates, bool need_dx)"
+        " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("gru_fwd(Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+        "Tensor? b_hh, bool after) -> (Tensor, Tensor)");
+  m.def("gru_bwd(Tensor dhs, Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, "
+        "Tensor hs, Tensor ws, bool after, bool need_dx) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
+  m.impl("rnn_fwd", &rnnlab::rnn_fwd);
+  m.impl("rnn_bwd", &rnnlab::rnn_bwd);
+  m.impl("lstm_fwd", &rnnlab::lstm_fwd);
+  m.impl("lstm_bwd", &rnnlab::lstm_bwd);
+  m.impl("gru_fwd", &rnnlab::gru_fwd);
+  m.impl("gru_bwd", &rnnlab::gru_bwd);
+}
+
+// `import rnnlab._C` loads this library, which registers the ops above.
+static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module_def); }

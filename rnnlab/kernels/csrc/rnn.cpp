@@ -1,0 +1,95 @@
+// Elman RNN, whole sequence: forward and backpropagation through time.
+//   forward:  a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh;  h_t = f(a_t)   (f = tanh | relu)
+//   backward: da_t = dh ⊙ f'(a_t);  dh_{t-1} = da_t @ W_hh;  dW_ih = Σ da^T x, dW_hh = Σ da^T h_{t-1}
+#include "common.h"
+
+namespace rnnlab {
+
+// x [T,B,I], h0 [B,H], w_ih [H,I], w_hh [H,H] → hs [T,B,H]
+Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
+               const Tensor& w_ih, const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
+               const c10::optional<Tensor>& b_hh, bool relu) {
+  c10::optional<Tensor> bias;
+  if (b_ih.has_value() && b_ih->defined()) bias = *b_ih + *b_hh;
+  Tensor hs = project(x, w_ih, bias).contiguous();  // a_t input part, overwritten with h_t
+  auto whh = w_hh.contiguous();
+  auto h0c = h0.contiguous();
+  const int64_t T = x.size(0), B = x.size(1), H = h0.size(1);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_fwd", [&] {
+    scalar_t* out = hs.data_ptr<scalar_t>();
+    const scalar_t* w = whh.data_ptr<scalar_t>();
+    const bool* m = mask_ptr(mask);
+    const scalar_t* h = h0c.data_ptr<scalar_t>();
+    for (int64_t t = 0; t < T; ++t) {
+      scalar_t* a = out + t * B * H;
+      gemm<scalar_t>(false, true, B, H, H, 1, h, H, w, H, 1, a, H);  // a += h_{t-1} W_hh^T
+      for_range(B, H, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          scalar_t* ab = a + b * H;
+          const scalar_t* hb = h + b * H;
+          const bool keep = m && !m[t * B + b];
+          if (keep) {
+            for (int64_t j = 0; j < H; ++j) ab[j] = hb[j];  // padded step: state frozen
+          } else if (relu) {
+          RNNLAB_SIMD
+            for (int64_t j = 0; j < H; ++j) ab[j] = ab[j] > 0 ? ab[j] : scalar_t(0);
+          } else {
+          RNNLAB_SIMD
+            for (int64_t j = 0; j < H; ++j) ab[j] = std::tanh(ab[j]);
+          }
+        }
+      });
+      h = a;
+    }
+  });
+  return hs;
+}
+
+// Returns (dx, dh0, dw_ih, dw_hh, db); dx is empty when need_dx is false.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
+    const Tensor& dhs, const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
+    const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, bool relu, bool need_dx) {
+  const int64_t T = x.size(0), B = x.size(1), H = h0.size(1);
+  auto da = at::empty({T, B, H}, x.options());
+  auto dh = at::zeros({B, H}, x.options());
+  auto dhs_c = dhs.contiguous();
+  auto hs_c = hs.contiguous();
+  auto whh = w_hh.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_bwd", [&] {
+    const scalar_t* g_out = dhs_c.data_ptr<scalar_t>();
+    const scalar_t* hv = hs_c.data_ptr<scalar_t>();
+    const scalar_t* w = whh.data_ptr<scalar_t>();
+    scalar_t* dav = da.data_ptr<scalar_t>();
+    scalar_t* dhv = dh.data_ptr<scalar_t>();
+    const bool* m = mask_ptr(mask);
+    for (int64_t t = T - 1; t >= 0; --t) {
+      scalar_t* da_t = dav + t * B * H;
+      for_range(B, H, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; ++b) {
+          const int64_t o = (t * B + b) * H;
+          scalar_t* dhb = dhv + b * H;
+          scalar_t* dab = da_t + b * H;
+          if (m && !m[t * B + b]) {  // padded: gradient passes to h_{t-1} untouched
+            for (int64_t j = 0; j < H; ++j) {
+              dhb[j] += g_out[o + j];
+              dab[j] = 0;
+            }
+            continue;
+          }
+          RNNLAB_SIMD
+          for (int64_t j = 0; j < H; ++j) {
+            const scalar_t g = dhb[j] + g_out[o + j];
+            const scalar_t h = hv[o + j];
+            dab[j] = relu ? (h > 0 ? g : scalar_t(0)) : g * (1 - h * h);  // through f
+            dhb[j] = 0;
+          }
+        }
+      });
+      gemm<scalar_t>(false, false, B, H, H, 1, da_t, H, w, H, 1, dhv, H);  // dh += da W_hh
+    }
+  });
+  Tensor dx = need_dx ? at::matmul(da, w_ih) : at::empty({0}, x.options());
+  return {dx, dh, gemm_tn(da, x), gemm_tn_prev(da, h0, hs_c), da.sum({0, 1})};
+}
+
+}  // namespace rnnlab

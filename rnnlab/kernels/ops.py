@@ -1,0 +1,147 @@
+"""Python side of the fused CPU ops (``torch.ops.rnnlab.*``, C++ in ``csrc/``).
+
+The C++ library registers each op's schema and CPU kernel with ``TORCH_LIBRARY``; here each op
+gets a fake (meta) implementation, so ``torch.compile`` traces through it without graph breaks,
+and each forward op gets its autograd formula: the fused backward kernel, or — when the backward
+itself must be differentiable (``create_graph=True``) — the reference BPTT written in torch ops
+(``rnnlab.bptt``), fed with the same saved tensors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..bptt.gru import gru_backward
+from ..bptt.lstm import lstm_backward
+from ..bptt.rnn import rnn_backward
+
+try:
+    from .. import _C  # noqa: F401  (loading the library registers torch.ops.rnnlab.*)
+
+    LOAD_ERROR: str | None = None
+except ImportError as err:  # not built: the layers use the reference path
+    LOAD_ERROR = f"{type(err).__name__}: {err}"
+
+AVAILABLE = LOAD_ERROR is None
+
+
+def _dx(x: Tensor, need: bool) -> Tensor:
+    return x.new_empty(x.shape) if need else x.new_empty(0)
+
+
+def _maybe(t: Tensor | None) -> Tensor | None:
+    return t if t is not None and t.numel() > 0 else None
+
+
+def _register() -> None:
+    lib = "rnnlab::"
+
+    # --- fake implementations: shapes and dtypes only ------------------------------------------
+    @torch.library.register_fake(lib + "rnn_fwd")
+    def _(x, mask, h0, w_ih, w_hh, b_ih, b_hh, relu):  # type: ignore[no-untyped-def]
+        return x.new_empty(x.shape[0], x.shape[1], h0.shape[1])
+
+    @torch.library.register_fake(lib + "rnn_bwd")
+    def _(dhs, x, mask, h0, w_ih, w_hh, hs, relu, need_dx):  # type: ignore[no-untyped-def]
+        return (_dx(x, need_dx), torch.empty_like(h0), torch.empty_like(w_ih),
+                torch.empty_like(w_hh), w_hh.new_empty(w_hh.shape[0]))
+
+    @torch.library.register_fake(lib + "lstm_fwd")
+    def _(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):  # type: ignore[no-untyped-def]
+        steps, batch = x.shape[0], x.shape[1]
+        return (x.new_empty(steps, batch, h0.shape[1]), x.new_empty(steps, batch, c0.shape[1]),
+                x.new_empty(steps, batch, w_ih.shape[0]))
+
+    @torch.library.register_fake(lib + "lstm_bwd")
+    def _(dhs, dcs, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates, need_dx):  # type: ignore[no-untyped-def]
+        dw_hr = torch.empty_like(w_hr) if w_hr is not None else x.new_empty(0)
+        return (_dx(x, need_dx), torch.empty_like(h0), torch.empty_like(c0),
+                torch.empty_like(w_ih), torch.empty_like(w_hh), w_ih.new_empty(w_ih.shape[0]), dw_hr)
+
+    @torch.library.register_fake(lib + "gru_fwd")
+    def _(x, mask, h0, w_ih, w_hh, b_ih, b_hh, after):  # type: ignore[no-untyped-def]
+        steps, batch, hid = x.shape[0], x.shape[1], h0.shape[1]
+        return (x.new_empty(steps, batch, hid),
+                x.new_empty(steps, batch, (4 if after else 3) * hid))
+
+    @torch.library.register_fake(lib + "gru_bwd")
+    def _(dhs, x, mask, h0, w_ih, w_hh, hs, ws, after, need_dx):  # type: ignore[no-untyped-def]
+        return (_dx(x, need_dx), torch.empty_like(h0), torch.empty_like(w_ih),
+                torch.empty_like(w_hh), w_ih.new_empty(w_ih.shape[0]),
+                w_hh.new_empty(w_hh.shape[0]))
+
+    # --- autograd ---------------------------------------------------------------------------------
+    def rnn_setup(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        x, mask, h0, w_ih, w_hh, b_ih, b_hh, relu = inputs
+        ctx.set_materialize_grads(False)
+        ctx.relu = relu
+        ctx.save_for_backward(x, mask, h0, w_ih, w_hh, output)
+
+    def rnn_grad(ctx: Any, dhs: Tensor | None) -> tuple:
+        x, mask, h0, w_ih, w_hh, hs = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        if dhs is None:
+            return (None,) * 8
+        if torch.is_grad_enabled():  # double backward: differentiable reference BPTT
+            dx, dh0, dw_ih, dw_hh, db = rnn_backward(
+                dhs, x, mask, h0, w_ih, w_hh, hs, "relu" if ctx.relu else "tanh", needs[0]
+            )
+        else:
+            dx, dh0, dw_ih, dw_hh, db = torch.ops.rnnlab.rnn_bwd(
+                dhs, x, mask, h0, w_ih, w_hh, hs, ctx.relu, needs[0]
+            )
+        return (_maybe(dx), None, dh0, dw_ih, dw_hh, db if needs[5] else None,
+                db if needs[6] else None, None)
+
+    torch.library.register_autograd(lib + "rnn_fwd", rnn_grad, setup_context=rnn_setup)
+
+    def lstm_setup(ctx: Any, inputs: tuple, output: tuple) -> None:
+        x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = inputs
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, mask, h0, c0, w_ih, w_hh, w_hr, *output)
+
+    def lstm_grad(ctx: Any, dhs: Tensor | None, dcs: Tensor | None, dg: Tensor | None) -> tuple:
+        x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        if dg is not None or torch.is_grad_enabled():
+            grads = lstm_backward(dhs, dcs, dg, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates,
+                                  needs[0])
+        elif dhs is None and dcs is None:
+            return (None,) * 9
+        else:
+            grads = torch.ops.rnnlab.lstm_bwd(dhs, dcs, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs,
+                                              gates, needs[0])
+        dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = grads
+        return (_maybe(dx), None, dh0, dc0, dw_ih, dw_hh, db if needs[6] else None,
+                db if needs[7] else None, _maybe(dw_hr))
+
+    torch.library.register_autograd(lib + "lstm_fwd", lstm_grad, setup_context=lstm_setup)
+
+    def gru_setup(ctx: Any, inputs: tuple, output: tuple) -> None:
+        x, mask, h0, w_ih, w_hh, b_ih, b_hh, after = inputs
+        ctx.set_materialize_grads(False)
+        ctx.after = after
+        ctx.save_for_backward(x, mask, h0, w_ih, w_hh, *output)
+
+    def gru_grad(ctx: Any, dhs: Tensor | None, dws: Tensor | None) -> tuple:
+        x, mask, h0, w_ih, w_hh, hs, ws = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        if dws is not None or torch.is_grad_enabled():
+            grads = gru_backward(dhs, dws, x, mask, h0, w_ih, w_hh, hs, ws, ctx.after, needs[0])
+        elif dhs is None:
+            return (None,) * 8
+        else:
+            grads = torch.ops.rnnlab.gru_bwd(dhs, x, mask, h0, w_ih, w_hh, hs, ws, ctx.after,
+                                             needs[0])
+        dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
+        return (_maybe(dx), None, dh0, dw_ih, dw_hh, db_ih if needs[5] else None,
+                db_hh if needs[6] else None, None)
+
+    torch.library.register_autograd(lib + "gru_fwd", gru_grad, setup_context=gru_setup)
+
+
+if AVAILABLE:
+    _register()
