@@ -14,7 +14,7 @@ if not os.environ.get("RNNLAB_NO_EXT"):
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
     src = "rnnlab/kernels/csrc"
-    flags = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd"]
+    flags = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-mprefer-vector-width=512"]
     ext_modules = [
         CppExtension(
             "rnnlab._C",

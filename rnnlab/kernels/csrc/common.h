@@ -11,9 +11,7 @@
 
 #include <cmath>
 
-// Vectorise the gate loops (exp/tanh through glibc libmvec under -ffast-math); usable inside
-// the AT_DISPATCH lambdas, where a plain #pragma is not allowed.
-#define RNNLAB_SIMD _Pragma("omp simd")
+#include "rows.h"
 
 namespace rnnlab {
 
@@ -50,11 +48,6 @@ inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T 
   const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
   const int la = static_cast<int>(lda), lb = static_cast<int>(ldb), lc = static_cast<int>(ldc);
   blas_gemm(&tb, &ta, &m, &n, &k, &alpha, B, &lb, A, &la, &beta, C, &lc);
-}
-
-template <typename T>
-inline T sigmoid(T x) {
-  return T(1) / (T(1) + std::exp(-x));
 }
 
 // Pointer to the data of an optional tensor, or nullptr.

@@ -19,7 +19,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
   auto rh = at::empty({B, H}, x.options());       // r ⊙ h (reset="before")
   auto whh = w_hh.contiguous();
   auto h0c = h0.contiguous();
-  auto bhh = b_hh.has_value() && b_hh->defined() ? b_hh->contiguous() : Tensor();
+  auto bhh = b_hh.has_value() && b_hh->defined() ? b_hh->contiguous() : at::zeros({3 * H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_fwd", [&] {
     const scalar_t* giv = gi.data_ptr<scalar_t>();
     scalar_t* hsv = hs.data_ptr<scalar_t>();
@@ -27,60 +27,41 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     scalar_t* ghv = gh.data_ptr<scalar_t>();
     scalar_t* rhv = rh.data_ptr<scalar_t>();
     const scalar_t* w = whh.data_ptr<scalar_t>();
-    const scalar_t* bias = bhh.defined() ? bhh.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* bias = bhh.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     const scalar_t* h = h0c.data_ptr<scalar_t>();
     for (int64_t t = 0; t < T; ++t) {
-      const int64_t rows = after ? 3 * H : 2 * H;  // "before" needs r first for the n rows
-      gemm<scalar_t>(false, true, B, rows, H, 1, h, H, w, H, 0, ghv, 3 * H);
-      scalar_t* hn_out = hsv + t * B * H;
-      for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b) {
-          const scalar_t* g = giv + (t * B + b) * 3 * H;
-          const scalar_t* q = ghv + b * 3 * H;
-          const scalar_t* hb = h + b * H;
-          scalar_t* s = wsv + (t * B + b) * W;
-          RNNLAB_SIMD
-          for (int64_t j = 0; j < H; ++j) {
-            const scalar_t br = bias ? bias[j] : scalar_t(0), bz = bias ? bias[H + j] : scalar_t(0);
-            const scalar_t r = sigmoid(g[j] + q[j] + br);
-            s[j] = r;
-            s[H + j] = sigmoid(g[H + j] + q[H + j] + bz);
-            if (after) {
-              const scalar_t hn = q[2 * H + j] + (bias ? bias[2 * H + j] : scalar_t(0));
-              s[3 * H + j] = hn;
-              s[2 * H + j] = std::tanh(g[2 * H + j] + r * hn);
-            } else {
-              rhv[b * H + j] = r * hb[j];
-            }
-          }
-        }
-      });
-      if (!after)  // W_hn (r ⊙ h)
-        gemm<scalar_t>(false, true, B, H, H, 1, rhv, H, w + 2 * H * H, H, 0, ghv + 2 * H, 3 * H);
-      for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b) {
-          const scalar_t* g = giv + (t * B + b) * 3 * H;
-          const scalar_t* q = ghv + b * 3 * H;
-          const scalar_t* hb = h + b * H;
-          scalar_t* s = wsv + (t * B + b) * W;
-          scalar_t* out = hn_out + b * H;
-          if (m && !m[t * B + b]) {
-            std::copy(hb, hb + H, out);
-            if (!after)
-              for (int64_t j = 0; j < H; ++j) s[2 * H + j] = 0;  // never read: dh_in = 0 there
-            continue;
-          }
-          RNNLAB_SIMD
-          for (int64_t j = 0; j < H; ++j) {
-            if (!after)
-              s[2 * H + j] = std::tanh(g[2 * H + j] + q[2 * H + j] + (bias ? bias[2 * H + j] : scalar_t(0)));
-            const scalar_t n = s[2 * H + j], z = s[H + j];
-            out[j] = n + z * (hb[j] - n);  // (1-z) n + z h
-          }
-        }
-      });
-      h = hn_out;
+      // q = b_hh + W_hh h_{t-1}: fill the bias, then accumulate the GEMM (all rows for "after",
+      // the [r|z] rows first for "before": its n rows need r ⊙ h)
+      for (int64_t b = 0; b < B; ++b) std::copy(bias, bias + 3 * H, ghv + b * 3 * H);
+      gemm<scalar_t>(false, true, B, after ? 3 * H : 2 * H, H, 1, h, H, w, H, 1, ghv, 3 * H);
+      scalar_t* out = hsv + t * B * H;
+      const scalar_t* g_t = giv + t * B * 3 * H;
+      scalar_t* s_t = wsv + t * B * W;
+      if (after) {
+        for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b)
+            gru_after_fwd_row(H, g_t + b * 3 * H, ghv + b * 3 * H, h + b * H, s_t + b * W,
+                              out + b * H);
+        });
+      } else {
+        for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b)
+            gru_before_gates_row(H, g_t + b * 3 * H, ghv + b * 3 * H, h + b * H, s_t + b * W,
+                                 rhv + b * H);
+        });
+        gemm<scalar_t>(false, true, B, H, H, 1, rhv, H, w + 2 * H * H, H, 1, ghv + 2 * H, 3 * H);
+        for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b)
+            gru_before_out_row(H, g_t + b * 3 * H, ghv + b * 3 * H + 2 * H, h + b * H,
+                               s_t + b * W, out + b * H);
+        });
+      }
+      if (m) {  // padded steps keep the previous state
+        for (int64_t b = 0; b < B; ++b)
+          if (!m[t * B + b]) std::copy(h + b * H, h + (b + 1) * H, out + b * H);
+      }
+      h = out;
     }
   });
   return {hs, ws};
@@ -96,6 +77,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   auto dgh = after ? at::empty({T, B, 3 * H}, x.options()) : Tensor();
   auto dh = at::zeros({B, H}, x.options());
   auto drh = at::empty({B, H}, x.options());
+  auto din_buf = at::empty({B, H}, x.options());
   auto dhs_c = dhs.contiguous();
   auto hs_c = hs.contiguous();
   auto ws_c = ws.contiguous();
@@ -110,56 +92,40 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     scalar_t* dghv = after ? dgh.data_ptr<scalar_t>() : nullptr;
     scalar_t* dhv = dh.data_ptr<scalar_t>();
     scalar_t* drhv = drh.data_ptr<scalar_t>();
+    scalar_t* dinv = din_buf.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* hp_all = t > 0 ? hsv + (t - 1) * B * H : h0c.data_ptr<scalar_t>();
+      scalar_t* gi_t = dgiv + t * B * 3 * H;
+      scalar_t* gh_t = after ? dghv + t * B * 3 * H : nullptr;
       for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
-          const bool valid = !m || m[t * B + b];
-          const scalar_t* s = wsv + (t * B + b) * W;
-          const scalar_t* hp = hp_all + b * H;
-          const scalar_t* gob = go + (t * B + b) * H;
           scalar_t* d = dhv + b * H;
-          scalar_t* gi = dgiv + (t * B + b) * 3 * H;
-          scalar_t* gh = after ? dghv + (t * B + b) * 3 * H : nullptr;
-          RNNLAB_SIMD
-          for (int64_t j = 0; j < H; ++j) {
-            const scalar_t tot = d[j] + gob[j];
-            const scalar_t din = valid ? tot : scalar_t(0);
-            const scalar_t r = s[j], z = s[H + j], n = s[2 * H + j];
-            const scalar_t dan = din * (1 - z) * (1 - n * n);  // dn · tanh'
-            const scalar_t daz = din * (hp[j] - n) * z * (1 - z);  // dz · σ'
-            gi[H + j] = daz;
-            gi[2 * H + j] = dan;
-            if (after) {
-              const scalar_t hn = s[3 * H + j];
-              const scalar_t dar = dan * hn * r * (1 - r);  // dr · σ'
-              gi[j] = dar;
-              gh[j] = dar, gh[H + j] = daz, gh[2 * H + j] = dan * r;
-            }
-            d[j] = valid ? din * z : tot;  // direct path to h_{t-1} (+ kept on padding)
+          scalar_t* din = dinv + b * H;
+          const scalar_t* gob = go + (t * B + b) * H;
+          for (int64_t j = 0; j < H; ++j) din[j] = d[j] + gob[j];  // total gradient at h_t
+          if (m && !m[t * B + b]) {  // padded: it passes to h_{t-1} untouched
+            std::copy(din, din + H, d);
+            std::fill(gi_t + b * 3 * H, gi_t + (b + 1) * 3 * H, scalar_t(0));
+            if (after) std::fill(gh_t + b * 3 * H, gh_t + (b + 1) * 3 * H, scalar_t(0));
+            continue;
           }
+          const scalar_t* sb = wsv + (t * B + b) * W;
+          if (after)
+            gru_bwd_row<scalar_t, true>(H, sb, hp_all + b * H, din, gi_t + b * 3 * H,
+                                        gh_t + b * 3 * H, d);
+          else
+            gru_bwd_row<scalar_t, false>(H, sb, hp_all + b * H, din, gi_t + b * 3 * H, nullptr, d);
         }
       });
-      scalar_t* gi_t = dgiv + t * B * 3 * H;
       if (after) {
-        gemm<scalar_t>(false, false, B, H, 3 * H, 1, dghv + t * B * 3 * H, 3 * H, w, H, 1, dhv, H);
+        gemm<scalar_t>(false, false, B, H, 3 * H, 1, gh_t, 3 * H, w, H, 1, dhv, H);  // dh += dgh W_hh
       } else {
         // d(r⊙h) = dan W_hn;  dr = d(r⊙h) ⊙ h;  dh += d(r⊙h) ⊙ r + [dar|daz] W_h[rz]
         gemm<scalar_t>(false, false, B, H, H, 1, gi_t + 2 * H, 3 * H, w + 2 * H * H, H, 0, drhv, H);
-        for (int64_t b = 0; b < B; ++b) {
-          const scalar_t* s = wsv + (t * B + b) * W;
-          const scalar_t* hp = hp_all + b * H;
-          scalar_t* gi = gi_t + b * 3 * H;
-          scalar_t* d = dhv + b * H;
-          const scalar_t* q = drhv + b * H;
-          RNNLAB_SIMD
-          for (int64_t j = 0; j < H; ++j) {
-            const scalar_t r = s[j];
-            gi[j] = q[j] * hp[j] * r * (1 - r);
-            d[j] += q[j] * r;
-          }
-        }
+        for (int64_t b = 0; b < B; ++b)  // (a padded row has dan = 0, hence q = 0: no-op)
+          gru_before_bwd_reset_row(H, wsv + (t * B + b) * W, hp_all + b * H, drhv + b * H,
+                                   gi_t + b * 3 * H, dhv + b * H);
         gemm<scalar_t>(false, false, B, H, 2 * H, 1, gi_t, 3 * H, w, H, 1, dhv, H);
       }
     }

@@ -41,21 +41,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
       gemm<scalar_t>(false, true, B, 4 * H, P, 1, h, P, w, P, 1, g, 4 * H);  // += h W_hh^T
       scalar_t* rout = proj ? rv : hn;  // without projection r_t is h_t
       for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b) {
-          scalar_t* a = g + b * 4 * H;
-          const scalar_t* cp = c + b * H;
-          scalar_t* cb = cn + b * H;
-          scalar_t* rb = rout + b * H;
-          RNNLAB_SIMD
-          for (int64_t j = 0; j < H; ++j) {
-            const scalar_t i = sigmoid(a[j]), f = sigmoid(a[H + j]);
-            const scalar_t gg = std::tanh(a[2 * H + j]), o = sigmoid(a[3 * H + j]);
-            a[j] = i, a[H + j] = f, a[2 * H + j] = gg, a[3 * H + j] = o;
-            const scalar_t cc = f * cp[j] + i * gg;  // c_t = f c_{t-1} + i g
-            cb[j] = cc;
-            rb[j] = o * std::tanh(cc);  // r_t = o tanh(c_t)
-          }
-        }
+        for (int64_t b = b0; b < b1; ++b)
+          lstm_fwd_row(H, g + b * 4 * H, c + b * H, cn + b * H, rout + b * H);
       });
       if (proj) gemm<scalar_t>(false, true, B, P, H, 1, rv, H, whr.data_ptr<scalar_t>(), H, 0, hn, P);
       if (m) {  // padded steps keep the previous state
@@ -126,27 +113,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       scalar_t* da_t = dav + t * B * 4 * H;
       for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
-          const bool valid = !m || m[t * B + b];
-          const scalar_t* a = gv + (t * B + b) * 4 * H;
-          const scalar_t* cb = csv + (t * B + b) * H;
-          const scalar_t* cp = cprev_all + b * H;
-          const scalar_t* drb = drv + b * H;
-          const scalar_t* gco = gc_out ? gc_out + (t * B + b) * H : nullptr;
           scalar_t* dcb = dcv + b * H;
-          scalar_t* d = da_t + b * 4 * H;
-          RNNLAB_SIMD
-          for (int64_t j = 0; j < H; ++j) {
-            const scalar_t tot = dcb[j] + (gco ? gco[j] : scalar_t(0));
-            const scalar_t i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
-            const scalar_t tc = std::tanh(cb[j]);
-            const scalar_t dcell = valid ? tot + drb[j] * o * (1 - tc * tc) : scalar_t(0);
-            const scalar_t dro = valid ? drb[j] : scalar_t(0);
-            d[j] = dcell * g * i * (1 - i);              // di · σ'
-            d[H + j] = dcell * cp[j] * f * (1 - f);      // df · σ'
-            d[2 * H + j] = dcell * i * (1 - g * g);      // dg · tanh'
-            d[3 * H + j] = dro * tc * o * (1 - o);       // do · σ'
-            dcb[j] = valid ? dcell * f : tot;            // to c_{t-1}
+          if (gc_out) {
+            const scalar_t* gco = gc_out + (t * B + b) * H;
+            for (int64_t j = 0; j < H; ++j) dcb[j] += gco[j];
           }
+          scalar_t* d = da_t + b * 4 * H;
+          if (m && !m[t * B + b]) {  // padded: dc passes to c_{t-1} untouched
+            std::fill(d, d + 4 * H, scalar_t(0));
+            continue;
+          }
+          lstm_bwd_row(H, gv + (t * B + b) * 4 * H, csv + (t * B + b) * H, cprev_all + b * H,
+                       drv + b * H, dcb, d);
         }
       });
       gemm<scalar_t>(false, false, B, P, 4 * H, 1, da_t, 4 * H, w, P, 1, dhv, P);  // dh += da W_hh

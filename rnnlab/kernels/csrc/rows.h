@@ -1,0 +1,119 @@
+// Per-row gate math of the fused kernels: one batch row, H hidden units, no branches, restrict
+// pointers, so GCC vectorises each loop (exp/tanh through glibc's libmvec under -ffast-math).
+// Letters as in rnnlab/cells.py; `a` is a row of pre-activations, overwritten with activations.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#define RNNLAB_SIMD _Pragma("omp simd")
+
+namespace rnnlab {
+
+template <typename T>
+inline T sigmoid(T x) {
+  return T(1) / (T(1) + std::exp(-x));
+}
+
+// LSTM forward: [i,f,g,o] = [σ,σ,tanh,σ](a);  c = f⊙c_prev + i⊙g;  r = o⊙tanh(c)
+template <typename T>
+inline void lstm_fwd_row(int64_t H, T* __restrict a, const T* __restrict c_prev, T* __restrict c,
+                         T* __restrict r) {
+  RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
+    const T i = sigmoid(a[j]), f = sigmoid(a[H + j]);
+    const T g = std::tanh(a[2 * H + j]), o = sigmoid(a[3 * H + j]);
+    a[j] = i, a[H + j] = f, a[2 * H + j] = g, a[3 * H + j] = o;
+    const T cc = f * c_prev[j] + i * g;
+    c[j] = cc;
+    r[j] = o * std::tanh(cc);
+  }
+}
+
+// LSTM backward of one valid row. In: activated gates a, c_t, c_{t-1}, dr (= dL/dr_t), dc (the
+// gradient reaching c_t). Out: d (pre-activation gradients [di|df|dg|do]), dc ← dL/dc_{t-1}.
+template <typename T>
+inline void lstm_bwd_row(int64_t H, const T* __restrict a, const T* __restrict c,
+                         const T* __restrict c_prev, const T* __restrict dr, T* __restrict dc,
+                         T* __restrict d) {
+  RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
+    const T i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
+    const T tc = std::tanh(c[j]);
+    const T dcell = dc[j] + dr[j] * o * (1 - tc * tc);  // through r = o tanh(c)
+    d[j] = dcell * g * i * (1 - i);
+    d[H + j] = dcell * c_prev[j] * f * (1 - f);
+    d[2 * H + j] = dcell * i * (1 - g * g);
+    d[3 * H + j] = dr[j] * tc * o * (1 - o);
+    dc[j] = dcell * f;
+  }
+}
+
+// GRU forward, reset after: q = W_hh h + b_hh (rows [r|z|n]); s ← [r|z|n|hn]; out = h_t
+template <typename T>
+inline void gru_after_fwd_row(int64_t H, const T* __restrict g, const T* __restrict q,
+                              const T* __restrict h, T* __restrict s, T* __restrict out) {
+  RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
+    const T r = sigmoid(g[j] + q[j]), z = sigmoid(g[H + j] + q[H + j]);
+    const T hn = q[2 * H + j];
+    const T n = std::tanh(g[2 * H + j] + r * hn);
+    s[j] = r, s[H + j] = z, s[2 * H + j] = n, s[3 * H + j] = hn;
+    out[j] = n + z * (h[j] - n);  // (1 - z) n + z h
+  }
+}
+
+// GRU forward, reset before, part 1: r, z from q = W_h[rz] h + b_h[rz]; rh ← r ⊙ h
+template <typename T>
+inline void gru_before_gates_row(int64_t H, const T* __restrict g, const T* __restrict q,
+                                 const T* __restrict h, T* __restrict s, T* __restrict rh) {
+  RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
+    const T r = sigmoid(g[j] + q[j]);
+    s[j] = r;
+    s[H + j] = sigmoid(g[H + j] + q[H + j]);
+    rh[j] = r * h[j];
+  }
+}
+
+// GRU forward, reset before, part 2: qn = W_hn (r ⊙ h) + b_hn; n, h_t
+template <typename T>
+inline void gru_before_out_row(int64_t H, const T* __restrict g, const T* __restrict qn,
+                               const T* __restrict h, T* __restrict s, T* __restrict out) {
+  RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
+    const T n = std::tanh(g[2 * H + j] + qn[j]);
+    const T z = s[H + j];
+    s[2 * H + j] = n;
+    out[j] = n + z * (h[j] - n);
+  }
+}
+
+// GRU backward of one valid row, both forms. din = dL/dh_t. Out: gi ← [dar|daz|dan] (dar only for
+// reset after), gh ← [dar|daz|dan⊙r] (reset after), d ← din ⊙ z (direct path to h_{t-1}).
+template <typename T, bool After>
+inline void gru_bwd_row(int64_t H, const T* __restrict s, const T* __restrict hp,
+                        const T* __restrict din, T* __restrict gi, T* __restrict gh,
+                        T* __restrict d) {
+  RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
+    const T r = s[j], z = s[H + j], n = s[2 * H + j];
+    const T dan = din[j] * (1 - z) * (1 - n * n);
+    const T daz = din[j] * (hp[j] - n) * z * (1 - z);
+    gi[H + j] = daz;
+    gi[2 * H + j] = dan;
+    if constexpr (After) {
+      const T dar = dan * s[3 * H + j] * r * (1 - r);
+      gi[j] = dar;
+      gh[j] = dar, gh[H + j] = daz, gh[2 * H + j] = dan * r;
+    }
+    d[j] = din[j] * z;
+  }
+}
+
+// GRU backward, reset before, part 2: q = d(r⊙h) = dan W_hn → dar, and d += q ⊙ r
+template <typename T>
+inline void gru_before_bwd_reset_row(int64_t H, const T* __restrict s, const T* __restrict hp,
+                                     const T* __restrict q, T* __restrict gi, T* __restrict d) {
+  RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
+    const T r = s[j];
+    gi[j] = q[j] * hp[j] * r * (1 - r);
+    d[j] += q[j] * r;
+  }
+}
+
+}  // namespace rnnlab
