@@ -27,8 +27,8 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _checks as check
-from . import sequence as seq
 from . import kernels
+from . import sequence as seq
 from .cells import GRU_RESETS, NONLINEARITIES
 
 Params = tuple[Tensor, Tensor, Tensor | None, Tensor | None, Tensor | None]
