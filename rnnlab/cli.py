@@ -28,12 +28,22 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .bench.run import main as bench_main
+
+    threads = tuple(int(t) for t in args.threads.split(","))
+    cmd = "rnnlab bench" + (" --quick" if args.quick else "") + f" --threads {args.threads}"
+    bench_main(quick=args.quick, threads_list=threads, reps=args.reps, out_json=args.json,
+               out_md=None if args.no_markdown else args.markdown, command=cmd)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rnnlab",
         description="Elman RNN, LSTM and GRU from their equations (torch.nn-compatible).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  rnnlab demo\n  rnnlab demo --steps 20 50 --iters 1500",
+        epilog="examples:\n  rnnlab demo\n  rnnlab demo --steps 20 50 --iters 1500\n  rnnlab bench --quick",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
@@ -54,6 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.add_argument("--out", default="runs/demo", help="folder for demo_results.json")
     demo.set_defaults(func=_demo)
+    bench = sub.add_parser(
+        "bench",
+        help="time rnnlab vs torch.nn side by side (shared/BENCH.md grid)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  rnnlab bench                 # full grid, 2 then 1 thread(s)\n"
+        "  rnnlab bench --quick --no-markdown",
+    )
+    bench.add_argument("--quick", action="store_true", help="a few small cases (smoke test)")
+    bench.add_argument("--threads", default="2,1", help="comma-separated thread counts")
+    bench.add_argument("--reps", type=int, default=7, help="timed repetitions per case (median)")
+    bench.add_argument("--json", default="bench_results.json", help="where to write raw results")
+    bench.add_argument("--markdown", default="BENCHMARKS.md", help="file whose table to update")
+    bench.add_argument("--no-markdown", action="store_true", help="do not touch BENCHMARKS.md")
+    bench.set_defaults(func=_bench)
     return parser
 
 

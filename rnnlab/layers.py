@@ -239,6 +239,22 @@ class RNNBase(nn.Module):
         return output, (h_n if len(h_n) == 2 else h_n[0])
 
 
+    def step(self, input: Tensor, hx: Any = None) -> tuple[Tensor, Any]:
+        """One time step for streaming/generation: ``input (B, I)`` → ``(output (B, H_out), h)``.
+
+        Same result as ``forward(input.unsqueeze(0), hx)`` with the time dimension dropped; the
+        state is carried by the caller, so nothing is re-run. Unidirectional layers only.
+        """
+        if self.bidirectional:
+            raise ValueError("step: expected a unidirectional layer, got bidirectional=True")
+        x = check.tensor("input", input)
+        if x.dim() != 2:
+            raise ValueError(f"input: expected a 2-D (B, I) tensor for step, got {x.dim()}-D")
+        out, h = self.forward(x.unsqueeze(0), hx)
+        assert isinstance(out, Tensor)
+        return out[0], h
+
+
 class RNN(RNNBase):
     r"""Elman RNN layer, drop-in for ``torch.nn.RNN``: ``h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``.
 

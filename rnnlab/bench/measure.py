@@ -1,0 +1,95 @@
+"""Measurement primitives of ``rnnlab bench``: interleaved timing, peak memory, GEMM roofline.
+
+Protocol (shared/BENCH.md): warm up, then alternate ours and the peer in the same loop and take the
+median of the repetitions; ratios are ``peer_time / our_time`` from one process.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+
+def interleaved(fns: list[Callable[[], object]], reps: int = 7, warmup: int = 2) -> list[float]:
+    """Median seconds of each function, run alternately so drift hits all of them alike."""
+    times: list[list[float]] = [[] for _ in fns]
+    for rep in range(warmup + reps):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            if rep >= warmup:
+                times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak bytes held by tensors allocated during ``fn`` (CPU allocator events, in time order)."""
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    raw = prof.profiler.kineto_results.events()  # type: ignore[union-attr]
+    events = sorted((e for e in raw if e.name() == "[memory]"), key=lambda e: e.start_ns())
+    held = peak = 0
+    for e in events:
+        held += e.nbytes()
+        peak = max(peak, held)
+    return peak
+
+
+def sgemm_flops(threads: int, n: int = 2048) -> float:
+    """Achieved FLOP/s of one large float32 GEMM (n³) with ``threads`` threads: the E_peak basis."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    (t,) = interleaved([lambda: torch.mm(a, b, out=out)], reps=5, warmup=1)
+    return 2 * n**3 / t
+
+
+@dataclass
+class GemmShapes:
+    """The GEMMs a layer needs (for E_gemm): input projection, T recurrent steps, and for training
+    the data/weight gradients. ``G`` gate blocks of ``H`` rows, hidden state width ``P``."""
+
+    steps: int
+    batch: int
+    inputs: int
+    hidden: int
+    gates: int
+    state: int
+
+    def flops_forward(self) -> float:
+        """``F = 2·B·G·H·(I+H)`` per step, times T (BENCH.md)."""
+        g = self.gates * self.hidden
+        return 2.0 * self.steps * self.batch * g * (self.inputs + self.state)
+
+    def reference_time(self, train: bool, dtype: torch.dtype = torch.float32) -> float:
+        """Seconds to run just those GEMMs with torch.mm at the same shapes."""
+        T, B, g = self.steps, self.batch, self.gates * self.hidden
+        x = torch.randn(T * B, self.inputs, dtype=dtype)
+        w_ih = torch.randn(g, self.inputs, dtype=dtype)
+        w_hh = torch.randn(g, self.state, dtype=dtype)
+        h = torch.randn(B, self.state, dtype=dtype)
+        proj, step = torch.empty(T * B, g, dtype=dtype), torch.empty(B, g, dtype=dtype)
+        d_step = torch.empty(B, self.state, dtype=dtype)
+        dx = torch.empty(T * B, self.inputs, dtype=dtype)
+        dw_ih = torch.empty(g, self.inputs, dtype=dtype)
+        dw_hh = torch.empty(g, self.state, dtype=dtype)
+        states = torch.randn(T * B, self.state, dtype=dtype)
+
+        def run() -> None:
+            torch.mm(x, w_ih.t(), out=proj)
+            for _ in range(T):
+                torch.mm(h, w_hh.t(), out=step)
+            if train:
+                for _ in range(T):
+                    torch.mm(step, w_hh, out=d_step)
+                torch.mm(proj, w_ih, out=dx)
+                torch.mm(proj.t(), x, out=dw_ih)
+                torch.mm(proj.t(), states, out=dw_hh)
+
+        (t,) = interleaved([run], reps=5, warmup=1)
+        return t

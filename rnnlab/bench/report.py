@@ -1,0 +1,109 @@
+"""Target checks and the markdown tables that ``rnnlab bench`` writes into BENCHMARKS.md.
+
+Only the part of BENCHMARKS.md between the ``bench:start``/``bench:end`` markers is rewritten;
+the notes around it (design choices, measurements behind them) are kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def _ratios(cases: list[dict], mode: str, **match: object) -> list[float]:
+    out = []
+    for c in cases:
+        if all(c.get(k) == v if not callable(v) else v(c.get(k)) for k, v in match.items()):
+            out.append(c[mode]["ratio"])
+    return out
+
+
+def targets(results: dict) -> list[dict]:
+    """Each target of the kernels issue with its measured value (min over the cases it covers)."""
+    rows: list[dict] = []
+    for threads, run in results["runs"].items():
+        cases, stream = run["cases"], run["streaming"]
+
+        def add(name: str, need: float, values: list[float], what: str = "min ratio") -> None:
+            if values:
+                got = min(values)
+                rows.append({"threads": int(threads), "target": name, "need": need, "got": got,
+                             "what": what, "met": got >= need})
+
+        big = lambda b: b >= 8  # noqa: E731
+        main = {"group": "main"}
+        for cell, need_b, need_1 in (("gru", 1.5, 8.0), ("rnn", 1.3, 5.0)):
+            add(f"{cell.upper()} train B≥8", need_b, _ratios(cases, "train", cell=cell, batch=big, **main))
+            add(f"{cell.upper()} infer B≥8", need_b, _ratios(cases, "infer", cell=cell, batch=big, **main))
+            add(f"{cell.upper()} train B=1", need_1, _ratios(cases, "train", cell=cell, batch=1, **main))
+        add("LSTM train B≥8", 1.0, _ratios(cases, "train", cell="lstm", batch=big, **main))
+        add("LSTM infer B≥8", 1.0, _ratios(cases, "infer", cell="lstm", batch=big, **main))
+        small = {"cell": "lstm", "batch": 1, "hidden": lambda h: h <= 128, **main}
+        add("LSTM train B=1 H≤128", 1.5, _ratios(cases, "train", **small))
+        add("LSTM infer B=1 H≤128", 1.5, _ratios(cases, "infer", **small))
+        for mode in ("train", "infer"):
+            add(f"LSTM packed {mode}", 2.0, _ratios(cases, mode, group="packed", cell="lstm"))
+            add(f"LSTM proj_size {mode}", 2.0, _ratios(cases, mode, group="proj"))
+            add(f"bidirectional L2 H256 B32 {mode}", 1.5, _ratios(cases, mode, group="bidir"))
+        add("streaming B=1 vs *Cell", 5.0, [s["ratio"] for s in stream])
+        everything = [c[m]["ratio"] for c in cases for m in ("train", "infer")]
+        add("nowhere below", 0.95, everything)
+        egemm = [c["train"]["E_gemm"] for c in cases if c["group"] == "main" and c["batch"] == 32
+                 and c["hidden"] == 256 and "E_gemm" in c["train"]]
+        add("E_gemm train B=32 H=256", 0.8, egemm, "min E_gemm")
+        mem = [c["mem_torch_mb"] / c["mem_ours_mb"] for c in cases if c.get("mem_ours_mb")]
+        add("peak train memory ≤ torch", 1.0, mem, "min torch/ours")
+    return rows
+
+
+def _case_table(run: dict, roofline: bool) -> list[str]:
+    head = "| case | train torch ms | train ours ms | train × | infer torch ms | infer ours ms | infer × |"
+    sep = "|---|---|---|---|---|---|---|"
+    if roofline:
+        head += " E_gemm (train) | E_peak (train) | E_gemm (infer) | mem torch MB | mem ours MB |"
+        sep += "---|---|---|---|---|"
+    lines = [head, sep]
+    for c in run["cases"]:
+        tr, inf = c["train"], c["infer"]
+        line = (f"| {c['case']} | {tr['torch_ms']:.2f} | {tr['ours_ms']:.2f} | **{tr['ratio']:.2f}** | "
+                f"{inf['torch_ms']:.2f} | {inf['ours_ms']:.2f} | **{inf['ratio']:.2f}** |")
+        if roofline:
+            f = lambda d, k: f"{d[k]:.2f}" if k in d else "-"  # noqa: E731
+            mem = (f"{c['mem_torch_mb']:.1f} | {c['mem_ours_mb']:.1f}" if "mem_ours_mb" in c
+                   else "- | -")
+            line += f" {f(tr, 'E_gemm')} | {f(tr, 'E_peak')} | {f(inf, 'E_gemm')} | {mem} |"
+        lines.append(line)
+    lines += ["", "| streaming (B=1, per step) | torch.nn.*Cell µs | rnnlab `step` µs | × |",
+              "|---|---|---|---|"]
+    for s in run["streaming"]:
+        lines.append(f"| {s['cell'].upper()} H={s['hidden']} | {s['torch_us']:.1f} | "
+                     f"{s['ours_us']:.1f} | **{s['ratio']:.2f}** |")
+    return lines
+
+
+def section(results: dict) -> str:
+    meta = results["meta"]
+    out = [START, "", f"Machine: {meta['cpu']}; torch {meta['torch']}; Python {meta['python']}; "
+           f"rnnlab {meta['rnnlab']} (backend `{meta['backend']}`); {meta['date']}.",
+           f"Command: `{meta['command']}`. Ratios are torch_time / rnnlab_time in the same process, "
+           "medians of interleaved repetitions (> 1 means rnnlab is faster).", "",
+           "### Targets", "", "| threads | target | needed | measured | met |", "|---|---|---|---|---|"]
+    for t in results["targets"]:
+        out.append(f"| {t['threads']} | {t['target']} ({t['what']}) | {t['need']:.2f} | "
+                   f"{t['got']:.2f} | {'yes' if t['met'] else '**no**'} |")
+    for i, (threads, run) in enumerate(results["runs"].items()):
+        out += ["", f"### {threads} thread(s) — SGEMM 2048³: {run['sgemm_flops'] / 1e9:.1f} GFLOP/s",
+                ""]
+        out += _case_table(run, roofline=i == 0)
+    out += ["", END]
+    return "\n".join(out)
+
+
+def markdown(results: dict, path: str = "BENCHMARKS.md") -> str:
+    """BENCHMARKS.md with its generated section replaced (appended when it has none)."""
+    old = Path(path).read_text() if Path(path).exists() else "# Benchmarks\n"
+    new = section(results)
+    if START in old and END in old:
+        return old[: old.index(START)] + new + old[old.index(END) + len(END):]
+    return old.rstrip() + "\n\n## `rnnlab bench` results\n\n" + new + "\n"

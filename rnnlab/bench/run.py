@@ -1,0 +1,129 @@
+"""``rnnlab bench``: run the grid, print a table, write JSON and the BENCHMARKS.md tables."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+import rnnlab
+from rnnlab import kernels
+
+from .cases import GATES, Case, build, grid, workload
+from .measure import GemmShapes, interleaved, peak_bytes, sgemm_flops
+from .report import markdown, targets
+
+
+def cpu_model() -> str:
+    path = Path("/proc/cpuinfo")
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def run_case(case: Case, threads: int, reps: int, peak_flops: float, roofline: bool) -> dict:
+    torch.set_num_threads(threads)
+    ours, peer, make = build(case)
+    row: dict = {"case": case.name, "group": case.group, **asdict(case), "threads": threads}
+    for mode in ("train", "infer"):
+        train = mode == "train"
+        t_peer, t_ours = interleaved(
+            [workload(peer, make, train), workload(ours, make, train)], reps=reps
+        )
+        entry = {"torch_ms": t_peer * 1e3, "ours_ms": t_ours * 1e3, "ratio": t_peer / t_ours}
+        if roofline and case.layers == 1 and not case.bidirectional and not case.packed:
+            shapes = GemmShapes(
+                case.steps, case.batch, case.hidden, case.hidden, GATES[case.cell],
+                case.proj or case.hidden,
+            )
+            flops = shapes.flops_forward() * (3 if train else 1)
+            entry["E_peak"] = flops / t_ours / peak_flops
+            entry["E_gemm"] = shapes.reference_time(train) / t_ours
+        row[mode] = entry
+    if roofline:
+        row["mem_torch_mb"] = peak_bytes(workload(peer, make, True)) / 2**20
+        row["mem_ours_mb"] = peak_bytes(workload(ours, make, True)) / 2**20
+    return row
+
+
+def streaming(threads: int, reps: int) -> list[dict]:
+    """Per-step latency at B = 1: torch.nn.*Cell per step vs rnnlab's ``Layer.step``."""
+    torch.set_num_threads(threads)
+    rows = []
+    for cell in GATES:
+        for hidden in (64, 256):
+            steps = 100
+            peer = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell](hidden, hidden)
+            ours = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}[cell](hidden, hidden)
+            ours.load_state_dict({f"{k}_l0": v for k, v in peer.state_dict().items()})
+            xs = torch.randn(steps, 1, hidden)
+
+            def run_peer() -> None:
+                with torch.no_grad():
+                    state = None
+                    for x_t in xs:
+                        state = peer(x_t, state)
+
+            def run_ours() -> None:
+                with torch.no_grad():
+                    state = None
+                    for x_t in xs:
+                        _, state = ours.step(x_t, state)
+
+            t_peer, t_ours = interleaved([run_peer, run_ours], reps=reps)
+            rows.append({"cell": cell, "hidden": hidden, "threads": threads,
+                         "torch_us": t_peer / steps * 1e6, "ours_us": t_ours / steps * 1e6,
+                         "ratio": t_peer / t_ours})
+    return rows
+
+
+def main(quick: bool = False, threads_list: tuple[int, ...] = (2, 1), reps: int = 7,
+         out_json: str = "bench_results.json", out_md: str | None = "BENCHMARKS.md",
+         command: str = "rnnlab bench") -> dict:
+    cases = grid(quick)
+    meta = {
+        "cpu": cpu_model(), "torch": torch.__version__, "rnnlab": rnnlab.__version__,
+        "backend": kernels.backend(), "python": platform.python_version(),
+        "command": command, "date": time.strftime("%Y-%m-%d"),
+    }
+    print(f"{meta['cpu']} | torch {meta['torch']} | rnnlab backend: {meta['backend']}")
+    results: dict = {"meta": meta, "runs": {}}
+    for threads in threads_list:
+        peak = sgemm_flops(threads)
+        print(f"\n== {threads} thread(s); SGEMM 2048³ peak {peak / 1e9:.1f} GFLOP/s ==")
+        print(f"{'case':<44} {'train ×':>8} {'infer ×':>8} {'E_gemm':>7} {'E_peak':>7} {'mem o/t':>8}")
+        rows = []
+        for case in cases:
+            row = run_case(case, threads, reps, peak, roofline=threads == threads_list[0])
+            rows.append(row)
+            tr, inf = row["train"], row["infer"]
+            eg = f"{tr['E_gemm']:.2f}" if "E_gemm" in tr else "-"
+            ep = f"{tr['E_peak']:.2f}" if "E_peak" in tr else "-"
+            mem = (f"{row['mem_ours_mb'] / max(row['mem_torch_mb'], 1e-9):.2f}"
+                   if "mem_ours_mb" in row else "-")
+            print(f"{case.name:<44} {tr['ratio']:>8.2f} {inf['ratio']:>8.2f} {eg:>7} {ep:>7} "
+                  f"{mem:>8}", flush=True)
+        stream = streaming(threads, reps)
+        for s in stream:
+            print(f"stream {s['cell'].upper()} H={s['hidden']}: torch {s['torch_us']:.1f} µs, "
+                  f"ours {s['ours_us']:.1f} µs per step = {s['ratio']:.2f}×", flush=True)
+        results["runs"][str(threads)] = {"sgemm_flops": peak, "cases": rows, "streaming": stream}
+    results["targets"] = targets(results)
+    Path(out_json).write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {out_json}")
+    if out_md:
+        Path(out_md).write_text(markdown(results))
+        print(f"wrote {out_md}")
+    return results
+
+
+if __name__ == "__main__":
+    main(quick="--quick" in sys.argv)
