@@ -25,7 +25,8 @@ def targets(results: dict) -> list[dict]:
     for threads, run in results["runs"].items():
         cases, stream = run["cases"], run["streaming"]
 
-        def add(name: str, need: float, values: list[float], what: str = "min ratio") -> None:
+        def add(name: str, need: float, values: list[float], what: str = "min ratio",
+                threads: str = threads) -> None:
             if values:
                 got = min(values)
                 rows.append({"threads": int(threads), "target": name, "need": need, "got": got,

@@ -54,34 +54,38 @@ def run_case(case: Case, threads: int, reps: int, peak_flops: float, roofline: b
     return row
 
 
+def _stream_pair(cell: str, hidden: int, reps: int, steps: int = 100) -> tuple[float, float]:
+    """Seconds per step: torch.nn.*Cell called per step vs rnnlab ``Layer.step`` (no_grad, B=1)."""
+    peer = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell](hidden, hidden)
+    ours = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}[cell](hidden, hidden)
+    ours.load_state_dict({f"{k}_l0": v for k, v in peer.state_dict().items()})
+    xs = torch.randn(steps, 1, hidden)
+
+    def run_peer() -> None:
+        with torch.no_grad():
+            state = None
+            for x_t in xs:
+                state = peer(x_t, state)
+
+    def run_ours() -> None:
+        with torch.no_grad():
+            state = None
+            for x_t in xs:
+                _, state = ours.step(x_t, state)
+
+    t_peer, t_ours = interleaved([run_peer, run_ours], reps=reps)
+    return t_peer / steps, t_ours / steps
+
+
 def streaming(threads: int, reps: int) -> list[dict]:
-    """Per-step latency at B = 1: torch.nn.*Cell per step vs rnnlab's ``Layer.step``."""
+    """Per-step latency at B = 1, H ∈ {64, 256}, for the three cells."""
     torch.set_num_threads(threads)
     rows = []
     for cell in GATES:
         for hidden in (64, 256):
-            steps = 100
-            peer = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell](hidden, hidden)
-            ours = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}[cell](hidden, hidden)
-            ours.load_state_dict({f"{k}_l0": v for k, v in peer.state_dict().items()})
-            xs = torch.randn(steps, 1, hidden)
-
-            def run_peer() -> None:
-                with torch.no_grad():
-                    state = None
-                    for x_t in xs:
-                        state = peer(x_t, state)
-
-            def run_ours() -> None:
-                with torch.no_grad():
-                    state = None
-                    for x_t in xs:
-                        _, state = ours.step(x_t, state)
-
-            t_peer, t_ours = interleaved([run_peer, run_ours], reps=reps)
+            t_peer, t_ours = _stream_pair(cell, hidden, reps)
             rows.append({"cell": cell, "hidden": hidden, "threads": threads,
-                         "torch_us": t_peer / steps * 1e6, "ours_us": t_ours / steps * 1e6,
-                         "ratio": t_peer / t_ours})
+                         "torch_us": t_peer * 1e6, "ours_us": t_ours * 1e6, "ratio": t_peer / t_ours})
     return rows
 
 

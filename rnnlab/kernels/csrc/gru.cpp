@@ -2,7 +2,7 @@
 //   r = σ(gi_r + W_hr h + b_hr), z = σ(gi_z + W_hz h + b_hz), h_t = (1-z)⊙n + z⊙h
 //   after:  n = tanh(gi_n + r⊙(W_hn h + b_hn))      workspace [r|z|n|hn], hn = W_hn h + b_hn
 //   before: n = tanh(gi_n + W_hn (r⊙h) + b_hn)      workspace [r|z|n]
-#include "common.h"
+#include "packed.h"
 
 namespace rnnlab {
 
@@ -30,11 +30,13 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     const scalar_t* bias = bhh.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     const scalar_t* h = h0c.data_ptr<scalar_t>();
+    const StepGemm<scalar_t> step_rz(w, H, true, B, after ? 3 * H : 2 * H, H);
+    const StepGemm<scalar_t> step_n(w + 2 * H * H, H, true, B, H, H);  // "before" only
     for (int64_t t = 0; t < T; ++t) {
       // q = b_hh + W_hh h_{t-1}: fill the bias, then accumulate the GEMM (all rows for "after",
       // the [r|z] rows first for "before": its n rows need r ⊙ h)
       for (int64_t b = 0; b < B; ++b) std::copy(bias, bias + 3 * H, ghv + b * 3 * H);
-      gemm<scalar_t>(false, true, B, after ? 3 * H : 2 * H, H, 1, h, H, w, H, 1, ghv, 3 * H);
+      step_rz(h, H, 1, ghv, 3 * H);
       scalar_t* out = hsv + t * B * H;
       const scalar_t* g_t = giv + t * B * 3 * H;
       scalar_t* s_t = wsv + t * B * W;
@@ -50,7 +52,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
             gru_before_gates_row(H, g_t + b * 3 * H, ghv + b * 3 * H, h + b * H, s_t + b * W,
                                  rhv + b * H);
         });
-        gemm<scalar_t>(false, true, B, H, H, 1, rhv, H, w + 2 * H * H, H, 1, ghv + 2 * H, 3 * H);
+        step_n(rhv, H, 1, ghv + 2 * H, 3 * H);
         for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b)
             gru_before_out_row(H, g_t + b * 3 * H, ghv + b * 3 * H + 2 * H, h + b * H,
@@ -94,6 +96,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     scalar_t* drhv = drh.data_ptr<scalar_t>();
     scalar_t* dinv = din_buf.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
+    const StepGemm<scalar_t> back_all(w, H, false, B, H, after ? 3 * H : 2 * H);  // rows used
+    const StepGemm<scalar_t> back_n(w + 2 * H * H, H, false, B, H, H);           // "before"
     for (int64_t t = T - 1; t >= 0; --t) {
       const scalar_t* hp_all = t > 0 ? hsv + (t - 1) * B * H : h0c.data_ptr<scalar_t>();
       scalar_t* gi_t = dgiv + t * B * 3 * H;
@@ -119,14 +123,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
         }
       });
       if (after) {
-        gemm<scalar_t>(false, false, B, H, 3 * H, 1, gh_t, 3 * H, w, H, 1, dhv, H);  // dh += dgh W_hh
+        back_all(gh_t, 3 * H, 1, dhv, H);  // dh += dgh W_hh
       } else {
         // d(r⊙h) = dan W_hn;  dr = d(r⊙h) ⊙ h;  dh += d(r⊙h) ⊙ r + [dar|daz] W_h[rz]
-        gemm<scalar_t>(false, false, B, H, H, 1, gi_t + 2 * H, 3 * H, w + 2 * H * H, H, 0, drhv, H);
+        back_n(gi_t + 2 * H, 3 * H, 0, drhv, H);
         for (int64_t b = 0; b < B; ++b)  // (a padded row has dan = 0, hence q = 0: no-op)
           gru_before_bwd_reset_row(H, wsv + (t * B + b) * W, hp_all + b * H, drhv + b * H,
                                    gi_t + b * 3 * H, dhv + b * H);
-        gemm<scalar_t>(false, false, B, H, 2 * H, 1, gi_t, 3 * H, w, H, 1, dhv, H);
+        back_all(gi_t, 3 * H, 1, dhv, H);
       }
     }
   });

@@ -3,7 +3,7 @@
 //             r_t = o⊙tanh(c_t);  h_t = W_hr r_t (or r_t)
 //   backward: dr = dh W_hr;  dc += dr⊙o⊙(1-tanh²c);  da = [dc⊙g⊙i(1-i), dc⊙c_{t-1}⊙f(1-f),
 //             dc⊙i⊙(1-g²), dr⊙tanh(c)⊙o(1-o)];  dh_{t-1} = da W_hh;  dc_{t-1} = dc⊙f
-#include "common.h"
+#include "packed.h"
 
 namespace rnnlab {
 
@@ -34,11 +34,12 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const scalar_t* h = h0c.data_ptr<scalar_t>();
     const scalar_t* c = c0c.data_ptr<scalar_t>();
     scalar_t* rv = proj ? r.data_ptr<scalar_t>() : nullptr;
+    const StepGemm<scalar_t> step(w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
     for (int64_t t = 0; t < T; ++t) {
       scalar_t* g = gv + t * B * 4 * H;
       scalar_t* hn = hsv + t * B * P;
       scalar_t* cn = csv + t * B * H;
-      gemm<scalar_t>(false, true, B, 4 * H, P, 1, h, P, w, P, 1, g, 4 * H);  // += h W_hh^T
+      step(h, P, 1, g, 4 * H);
       scalar_t* rout = proj ? rv : hn;  // without projection r_t is h_t
       for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b)
@@ -92,6 +93,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     scalar_t* dinv = dh_in.data_ptr<scalar_t>();
     scalar_t* drv = dr.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
+    const StepGemm<scalar_t> step(w, P, false, B, P, 4 * H);  // dh += da W_hh
     for (int64_t t = T - 1; t >= 0; --t) {
       // split dh into the part entering the cell (valid step) and the part kept (padding)
       for (int64_t b = 0; b < B; ++b) {
@@ -127,7 +129,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
                        drv + b * H, dcb, d);
         }
       });
-      gemm<scalar_t>(false, false, B, P, 4 * H, 1, da_t, 4 * H, w, P, 1, dhv, P);  // dh += da W_hh
+      step(da_t, 4 * H, 1, dhv, P);
     }
   });
   Tensor dx = need_dx ? at::matmul(da, w_ih) : at::empty({0}, x.options());

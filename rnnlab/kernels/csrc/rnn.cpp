@@ -1,7 +1,7 @@
 // Elman RNN, whole sequence: forward and backpropagation through time.
 //   forward:  a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh;  h_t = f(a_t)   (f = tanh | relu)
 //   backward: da_t = dh ⊙ f'(a_t);  dh_{t-1} = da_t @ W_hh;  dW_ih = Σ da^T x, dW_hh = Σ da^T h_{t-1}
-#include "common.h"
+#include "packed.h"
 
 namespace rnnlab {
 
@@ -20,9 +20,10 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
     const scalar_t* w = whh.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     const scalar_t* h = h0c.data_ptr<scalar_t>();
+    const StepGemm<scalar_t> step(w, H, true, B, H, H);  // a += h_{t-1} W_hh^T
     for (int64_t t = 0; t < T; ++t) {
       scalar_t* a = out + t * B * H;
-      gemm<scalar_t>(false, true, B, H, H, 1, h, H, w, H, 1, a, H);  // a += h_{t-1} W_hh^T
+      step(h, H, 1, a, H);
       for_range(B, H, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           scalar_t* ab = a + b * H;
@@ -62,6 +63,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     scalar_t* dav = da.data_ptr<scalar_t>();
     scalar_t* dhv = dh.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
+    const StepGemm<scalar_t> step(w, H, false, B, H, H);  // dh += da W_hh
     for (int64_t t = T - 1; t >= 0; --t) {
       scalar_t* da_t = dav + t * B * H;
       for_range(B, H, [&](int64_t b0, int64_t b1) {
@@ -85,7 +87,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
           }
         }
       });
-      gemm<scalar_t>(false, false, B, H, H, 1, da_t, H, w, H, 1, dhv, H);  // dh += da W_hh
+      step(da_t, H, 1, dhv, H);
     }
   });
   Tensor dx = need_dx ? at::matmul(da, w_ih) : at::empty({0}, x.options());
