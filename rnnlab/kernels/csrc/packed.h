@@ -41,18 +41,29 @@ template <>
 class StepGemm<float> {
  public:
   StepGemm(const float* w, int64_t ldw, bool trans, int64_t M, int64_t N, int64_t K)
-      : M_(M), N_(N), K_(K) {
+      : w_(w), ldw_(ldw), trans_(trans), M_(M), N_(N), K_(K) {
+    packed_ = M > 1 || N * K <= kSmallWeight;  // measured: a large mat-vec is faster unpacked
+    if (!packed_) return;
     const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, int(M), int(N), int(K));
     buffer_ = at::empty({int64_t(bytes / sizeof(float)) + 16}, at::kFloat);
     cblas_sgemm_pack(kRowMajor, kBMatrix, trans ? kTrans : kNoTrans, int(M), int(N), int(K), 1.0f,
                      w, int(ldw), buffer_.data_ptr<float>());
   }
   void operator()(const float* A, int64_t lda, float beta, float* C, int64_t ldc) const {
+    if (!packed_) {
+      gemm<float>(false, trans_, M_, N_, K_, 1.0f, A, lda, w_, ldw_, beta, C, ldc);
+      return;
+    }
     cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, int(M_), int(N_), int(K_), A, int(lda),
                         buffer_.data_ptr<float>(), int(N_), beta, C, int(ldc));
   }
 
  private:
+  static constexpr int64_t kSmallWeight = 32768;
+  bool packed_;
+  const float* w_;
+  int64_t ldw_;
+  bool trans_;
   at::Tensor buffer_;
   int64_t M_, N_, K_;
 };
