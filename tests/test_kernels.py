@@ -98,8 +98,11 @@ def _op_samples():
     yield "rnn_fwd", (x, None, h0, w(H, I), w(H, H), None, None, True)
     yield "lstm_fwd", (x, mask, h0, c0, w(4 * H, I), w(4 * H, H), w(4 * H), w(4 * H), None)
     yield "lstm_fwd", (x, None, w(B, 2), c0, w(4 * H, I), w(4 * H, 2), None, None, w(2, H))
-    yield "gru_fwd", (x, mask, h0, w(3 * H, I), w(3 * H, H), w(3 * H), w(3 * H), True)
-    yield "gru_fwd", (x, None, h0, w(3 * H, I), w(3 * H, H), w(3 * H), w(3 * H), False)
+    yield "gru_fwd", (x, mask, h0, w(3 * H, I), w(3 * H, H), w(3 * H), w(3 * H), True, True)
+    yield "gru_fwd", (x, None, h0, w(3 * H, I), w(3 * H, H), w(3 * H), w(3 * H), False, True)
+    with torch.no_grad():
+        yield "gru_fwd", (x.detach(), None, h0.detach(), torch.randn(3 * H, I),
+                          torch.randn(3 * H, H), None, None, True, False)
 
 
 @pytest.mark.parametrize("name,args", list(_op_samples()), ids=lambda v: v if isinstance(v, str) else "")

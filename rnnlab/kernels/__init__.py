@@ -70,5 +70,8 @@ def gru(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
         b_ih: Tensor | None, b_hh: Tensor | None, reset: str) -> tuple[Tensor, Tensor]:
     """One GRU layer/direction → ``(hs, workspace)``."""
     if _fused(x):
-        return torch.ops.rnnlab.gru_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset == "after")
+        keep = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, h0, w_ih, w_hh, b_ih, b_hh)
+        )  # the workspace only matters for a backward
+        return torch.ops.rnnlab.gru_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset == "after", keep)
     return GRUFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset)

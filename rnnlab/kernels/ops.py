@@ -62,10 +62,10 @@ def _register() -> None:
                 torch.empty_like(w_ih), torch.empty_like(w_hh), w_ih.new_empty(w_ih.shape[0]), dw_hr)
 
     @torch.library.register_fake(lib + "gru_fwd")
-    def _(x, mask, h0, w_ih, w_hh, b_ih, b_hh, after):  # type: ignore[no-untyped-def]
+    def _(x, mask, h0, w_ih, w_hh, b_ih, b_hh, after, keep):  # type: ignore[no-untyped-def]
         steps, batch, hid = x.shape[0], x.shape[1], h0.shape[1]
         return (x.new_empty(steps, batch, hid),
-                x.new_empty(steps, batch, (4 if after else 3) * hid))
+                x.new_empty(steps if keep else 1, batch, (4 if after else 3) * hid))
 
     @torch.library.register_fake(lib + "gru_bwd")
     def _(dhs, x, mask, h0, w_ih, w_hh, hs, ws, after, need_dx):  # type: ignore[no-untyped-def]
@@ -121,7 +121,7 @@ def _register() -> None:
     torch.library.register_autograd(lib + "lstm_fwd", lstm_grad, setup_context=lstm_setup)
 
     def gru_setup(ctx: Any, inputs: tuple, output: tuple) -> None:
-        x, mask, h0, w_ih, w_hh, b_ih, b_hh, after = inputs
+        x, mask, h0, w_ih, w_hh, b_ih, b_hh, after, keep = inputs
         ctx.set_materialize_grads(False)
         ctx.after = after
         ctx.save_for_backward(x, mask, h0, w_ih, w_hh, *output)
@@ -132,13 +132,13 @@ def _register() -> None:
         if dws is not None or torch.is_grad_enabled():
             grads = gru_backward(dhs, dws, x, mask, h0, w_ih, w_hh, hs, ws, ctx.after, needs[0])
         elif dhs is None:
-            return (None,) * 8
+            return (None,) * 9
         else:
             grads = torch.ops.rnnlab.gru_bwd(dhs, x, mask, h0, w_ih, w_hh, hs, ws, ctx.after,
                                              needs[0])
         dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
         return (_maybe(dx), None, dh0, dw_ih, dw_hh, db_ih if needs[5] else None,
-                db_hh if needs[6] else None, None)
+                db_hh if needs[6] else None, None, None)
 
     torch.library.register_autograd(lib + "gru_fwd", gru_grad, setup_context=gru_setup)
 

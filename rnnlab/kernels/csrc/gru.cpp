@@ -6,15 +6,16 @@
 
 namespace rnnlab {
 
-// x [T,B,I], h0 [B,H], w_ih [3H,I], w_hh [3H,H] → hs [T,B,H], ws [T,B,4H or 3H]
+// x [T,B,I], h0 [B,H], w_ih [3H,I], w_hh [3H,H] → hs [T,B,H], ws [T (1 unless keep),B,4H or 3H]
 std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>& mask,
                                    const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
                                    const c10::optional<Tensor>& b_ih,
-                                   const c10::optional<Tensor>& b_hh, bool after) {
+                                   const c10::optional<Tensor>& b_hh, bool after, bool keep) {
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), W = after ? 4 * H : 3 * H;
   Tensor gi = project(x, w_ih, b_ih).contiguous();  // [T,B,3H]
   auto hs = at::empty({T, B, H}, x.options());
-  auto ws = at::empty({T, B, W}, x.options());
+  // the workspace BPTT needs; without gradients one step's worth is reused (keep = false)
+  auto ws = at::empty({keep ? T : 1, B, W}, x.options());
   auto gh = at::empty({B, 3 * H}, x.options());   // recurrent pre-activations of one step
   auto rh = at::empty({B, H}, x.options());       // r ⊙ h (reset="before")
   auto whh = w_hh.contiguous();
@@ -39,7 +40,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
       step_rz(h, H, 1, ghv, 3 * H);
       scalar_t* out = hsv + t * B * H;
       const scalar_t* g_t = giv + t * B * 3 * H;
-      scalar_t* s_t = wsv + t * B * W;
+      scalar_t* s_t = wsv + (keep ? t : 0) * B * W;
       if (after) {
         for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b)

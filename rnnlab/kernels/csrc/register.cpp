@@ -18,7 +18,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
     const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, bool);
 std::tuple<Tensor, Tensor> gru_fwd(const Tensor&, const c10::optional<Tensor>&, const Tensor&,
-    const Tensor&, const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool);
+    const Tensor&, const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool,
+    bool);
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor&, const Tensor&,
     const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
     const Tensor&, bool, bool);
@@ -35,7 +36,7 @@ TORCH_LIBRARY(rnnlab, m) {
         "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor hs, Tensor cs, Tensor gates, bool need_dx)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("gru_fwd(Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-        "Tensor? b_hh, bool after) -> (Tensor, Tensor)");
+        "Tensor? b_hh, bool after, bool keep) -> (Tensor, Tensor)");
   m.def("gru_bwd(Tensor dhs, Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, "
         "Tensor hs, Tensor ws, bool after, bool need_dx) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
