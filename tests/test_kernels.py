@@ -71,6 +71,22 @@ def test_fused_matches_reference(variant, layout, dtype):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
+def test_fused_backward_in_several_chunks(variant):
+    """T·B large enough that the fused backward works through several chunks of steps."""
+    cls, kw = VARIANTS[variant]
+    layer = cls(3, 4, dtype=torch.float64, **kw)
+    x = torch.randn(70, 64, 3, dtype=torch.float64, requires_grad=True)  # chunks of 32 steps
+    h0 = torch.randn(1, 64, layer.proj_size or 4, dtype=torch.float64, requires_grad=True)
+    hx = (h0, torch.randn(1, 64, 4, dtype=torch.float64, requires_grad=True)) if cls is rnnlab.LSTM else h0
+    lengths = torch.randint(1, 71, (64,))
+    fused = _outputs_and_grads(layer, x, hx, lengths)
+    with kernels.use_reference():
+        reference = _outputs_and_grads(layer, x, hx, lengths)
+    for a, b in zip(fused, reference, strict=True):
+        torch.testing.assert_close(a, b, **_tol(torch.float64))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
 def test_gradcheck_fused(variant):
     cls, kw = VARIANTS[variant]
     layer = cls(3, 4, bidirectional=True, dtype=torch.float64, **kw)

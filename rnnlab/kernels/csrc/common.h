@@ -67,17 +67,58 @@ inline Tensor project(const Tensor& x, const Tensor& w, const c10::optional<Tens
   return out.view({x.size(0), x.size(1), w.size(0)});
 }
 
-// Σ_t a_t^T b_t for a [T, B, M], b [T, B, N] → [M, N] (one GEMM over all steps).
-inline Tensor gemm_tn(const Tensor& a, const Tensor& b) {
-  return at::mm(a.reshape({-1, a.size(-1)}).t(), b.reshape({-1, b.size(-1)}));
+// Σ_t a_t^T b_t for a [T, B, M], b [T, B, N] → [M, N] (one GEMM over all steps). `a` may be a
+// narrowed view of a wider buffer: flattened to 2-D first, so BLAS reads it in place (no copy).
+inline Tensor rows2d(const Tensor& a) {
+  return a.is_contiguous() ? a.view({-1, a.size(-1)})
+                           : a.as_strided({a.size(0) * a.size(1), a.size(2)}, {a.stride(1), a.stride(2)});
 }
+inline Tensor gemm_tn(const Tensor& a, const Tensor& b) { return at::mm(rows2d(a).t(), rows2d(b)); }
 
 // Σ_t a_t^T h_{t-1} with h_{-1} = h0, without materialising the shifted states.
 inline Tensor gemm_tn_prev(const Tensor& a, const Tensor& h0, const Tensor& hs) {
-  auto out = at::mm(a[0].t(), h0);
-  const int64_t T = a.size(0);
-  if (T > 1) out.add_(gemm_tn(a.slice(0, 1, T), hs.slice(0, 0, T - 1)));
+  const int64_t T = a.size(0), B = a.size(1);
+  auto a2 = rows2d(a), h2 = rows2d(hs);
+  auto out = at::mm(a2.narrow(0, 0, B).t(), h0);
+  if (T > 1) out.addmm_(a2.narrow(0, B, (T - 1) * B).t(), h2.narrow(0, 0, (T - 1) * B));
   return out;
+}
+
+// Backward runs in chunks of steps, so the per-step gradient buffers are chunk-sized (peak
+// training memory stays at the saved activations) while the weight-gradient GEMMs stay large.
+inline int64_t chunk_steps(int64_t T, int64_t B) {
+  return std::min<int64_t>(T, std::max<int64_t>(8, 2048 / std::max<int64_t>(B, 1)));
+}
+
+// out += Σ_{t in [t0, t0+n)} a_t^T h_{t-1}  (h_{-1} = h0), a: the chunk's [n, B, M] rows
+inline void add_prev_gemm(Tensor out, const Tensor& a, const Tensor& h0, const Tensor& hs, int64_t t0) {
+  const int64_t n = a.size(0), B = a.size(1);
+  auto a2 = rows2d(a);
+  if (t0 == 0) {
+    out.addmm_(a2.narrow(0, 0, B).t(), h0);
+    if (n > 1) out.addmm_(a2.narrow(0, B, (n - 1) * B).t(), rows2d(hs.narrow(0, 0, n - 1)));
+  } else {
+    out.addmm_(a2.t(), rows2d(hs.narrow(0, t0 - 1, n)));
+  }
+}
+
+// States entering the chunk's steps, materialised: [h_{t0-1}, ..., h_{t0+n-2}] → [n, B, H]
+inline Tensor prev_states(const Tensor& h0, const Tensor& hs, int64_t t0, int64_t n) {
+  if (t0 > 0) return hs.narrow(0, t0 - 1, n);
+  return at::cat({h0.unsqueeze(0), hs.narrow(0, 0, n - 1)}, 0);
+}
+
+// The input-side gradients of a chunk [t0, t0+n): dW_ih += da^T x, db += Σ da, dx = da W_ih.
+inline void add_input_grads(const Tensor& da, const Tensor& x, const Tensor& w_ih, int64_t t0,
+                            Tensor& dw_ih, Tensor& db, Tensor& dx) {
+  const int64_t n = da.size(0);
+  auto a2 = rows2d(da);
+  dw_ih.addmm_(a2.t(), rows2d(x.narrow(0, t0, n)));
+  db.add_(a2.sum(0));
+  if (dx.numel() > 0) {
+    auto rows = dx.narrow(0, t0, n).view({-1, dx.size(2)});  // contiguous: dx is [T, B, I]
+    at::mm_out(rows, a2, w_ih);
+  }
 }
 
 // Run f(begin, end) over [0, n) in parallel when the work is large enough to pay for threads.

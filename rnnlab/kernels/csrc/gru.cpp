@@ -32,7 +32,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     const bool* m = mask_ptr(mask);
     const scalar_t* h = h0c.data_ptr<scalar_t>();
     const StepGemm<scalar_t> step_rz(w, H, true, B, after ? 3 * H : 2 * H, H);
-    const StepGemm<scalar_t> step_n(w + 2 * H * H, H, true, B, H, H);  // "before" only
+    const StepGemm<scalar_t> step_n(w + 2 * H * H, H, true, B, H, H, 1);  // "before" only
     for (int64_t t = 0; t < T; ++t) {
       // q = b_hh + W_hh h_{t-1}: fill the bias, then accumulate the GEMM (all rows for "after",
       // the [r|z] rows first for "before": its n rows need r ⊙ h)
@@ -76,11 +76,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, const Tensor& ws, bool after,
     bool need_dx) {
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), W = after ? 4 * H : 3 * H;
-  auto dgi = at::empty({T, B, 3 * H}, x.options());
-  auto dgh = after ? at::empty({T, B, 3 * H}, x.options()) : Tensor();
+  const int64_t K = chunk_steps(T, B);
+  auto dgi = at::empty({K, B, 3 * H}, x.options());  // one chunk of [dar|daz|dan]
+  // reset after: the recurrent pre-activation gradient [dar|daz|dan⊙r] differs from the input
+  // one only in its n block, so only that block is kept for the weight gradient
+  auto dghn = after ? at::empty({K, B, H}, x.options()) : Tensor();
+  auto gh_step = after ? at::empty({B, 3 * H}, x.options()) : Tensor();
   auto dh = at::zeros({B, H}, x.options());
   auto drh = at::empty({B, H}, x.options());
   auto din_buf = at::empty({B, H}, x.options());
+  auto dx = need_dx ? at::empty({T, B, x.size(2)}, x.options()) : at::empty({0}, x.options());
+  auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
+  auto db_ih = at::zeros({3 * H}, x.options()), db_hh = at::zeros({3 * H}, x.options());
   auto dhs_c = dhs.contiguous();
   auto hs_c = hs.contiguous();
   auto ws_c = ws.contiguous();
@@ -92,61 +99,74 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const scalar_t* wsv = ws_c.data_ptr<scalar_t>();
     const scalar_t* w = whh.data_ptr<scalar_t>();
     scalar_t* dgiv = dgi.data_ptr<scalar_t>();
-    scalar_t* dghv = after ? dgh.data_ptr<scalar_t>() : nullptr;
+    scalar_t* dghnv = after ? dghn.data_ptr<scalar_t>() : nullptr;
+    scalar_t* ghs = after ? gh_step.data_ptr<scalar_t>() : nullptr;
     scalar_t* dhv = dh.data_ptr<scalar_t>();
     scalar_t* drhv = drh.data_ptr<scalar_t>();
     scalar_t* dinv = din_buf.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     const StepGemm<scalar_t> back_all(w, H, false, B, H, after ? 3 * H : 2 * H);  // rows used
-    const StepGemm<scalar_t> back_n(w + 2 * H * H, H, false, B, H, H);           // "before"
-    for (int64_t t = T - 1; t >= 0; --t) {
-      const scalar_t* hp_all = t > 0 ? hsv + (t - 1) * B * H : h0c.data_ptr<scalar_t>();
-      scalar_t* gi_t = dgiv + t * B * 3 * H;
-      scalar_t* gh_t = after ? dghv + t * B * 3 * H : nullptr;
-      for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b) {
-          scalar_t* d = dhv + b * H;
-          scalar_t* din = dinv + b * H;
-          const scalar_t* gob = go + (t * B + b) * H;
-          for (int64_t j = 0; j < H; ++j) din[j] = d[j] + gob[j];  // total gradient at h_t
-          if (m && !m[t * B + b]) {  // padded: it passes to h_{t-1} untouched
-            std::copy(din, din + H, d);
-            std::fill(gi_t + b * 3 * H, gi_t + (b + 1) * 3 * H, scalar_t(0));
-            if (after) std::fill(gh_t + b * 3 * H, gh_t + (b + 1) * 3 * H, scalar_t(0));
-            continue;
+    const StepGemm<scalar_t> back_n(w + 2 * H * H, H, false, B, H, H, 1);        // "before"
+    for (int64_t t1 = T; t1 > 0;) {
+      const int64_t t0 = std::max<int64_t>(0, t1 - K);
+      for (int64_t t = t1 - 1; t >= t0; --t) {
+        const scalar_t* hp_all = t > 0 ? hsv + (t - 1) * B * H : h0c.data_ptr<scalar_t>();
+        scalar_t* gi_t = dgiv + (t - t0) * B * 3 * H;
+        scalar_t* gh_t = ghs;  // this step's [dar|daz|dan⊙r] rows (reset after)
+        for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b) {
+            scalar_t* d = dhv + b * H;
+            scalar_t* din = dinv + b * H;
+            const scalar_t* gob = go + (t * B + b) * H;
+            for (int64_t j = 0; j < H; ++j) din[j] = d[j] + gob[j];  // total gradient at h_t
+            if (m && !m[t * B + b]) {  // padded: it passes to h_{t-1} untouched
+              std::copy(din, din + H, d);
+              std::fill(gi_t + b * 3 * H, gi_t + (b + 1) * 3 * H, scalar_t(0));
+              if (after) std::fill(gh_t + b * 3 * H, gh_t + (b + 1) * 3 * H, scalar_t(0));
+              continue;
+            }
+            const scalar_t* sb = wsv + (t * B + b) * W;
+            if (after)
+              gru_bwd_row<scalar_t, true>(H, sb, hp_all + b * H, din, gi_t + b * 3 * H,
+                                          gh_t + b * 3 * H, d);
+            else
+              gru_bwd_row<scalar_t, false>(H, sb, hp_all + b * H, din, gi_t + b * 3 * H, nullptr, d);
           }
-          const scalar_t* sb = wsv + (t * B + b) * W;
-          if (after)
-            gru_bwd_row<scalar_t, true>(H, sb, hp_all + b * H, din, gi_t + b * 3 * H,
-                                        gh_t + b * 3 * H, d);
-          else
-            gru_bwd_row<scalar_t, false>(H, sb, hp_all + b * H, din, gi_t + b * 3 * H, nullptr, d);
+        });
+        if (after) {
+          back_all(gh_t, 3 * H, 1, dhv, H);  // dh += dgh W_hh
+          for (int64_t b = 0; b < B; ++b)
+            std::copy(gh_t + b * 3 * H + 2 * H, gh_t + (b + 1) * 3 * H,
+                      dghnv + ((t - t0) * B + b) * H);
+        } else {
+          // d(r⊙h) = dan W_hn;  dr = d(r⊙h) ⊙ h;  dh += d(r⊙h) ⊙ r + [dar|daz] W_h[rz]
+          back_n(gi_t + 2 * H, 3 * H, 0, drhv, H);
+          for (int64_t b = 0; b < B; ++b)  // (a padded row has dan = 0, hence q = 0: no-op)
+            gru_before_bwd_reset_row(H, wsv + (t * B + b) * W, hp_all + b * H, drhv + b * H,
+                                     gi_t + b * 3 * H, dhv + b * H);
+          back_all(gi_t, 3 * H, 1, dhv, H);
         }
-      });
-      if (after) {
-        back_all(gh_t, 3 * H, 1, dhv, H);  // dh += dgh W_hh
-      } else {
-        // d(r⊙h) = dan W_hn;  dr = d(r⊙h) ⊙ h;  dh += d(r⊙h) ⊙ r + [dar|daz] W_h[rz]
-        back_n(gi_t + 2 * H, 3 * H, 0, drhv, H);
-        for (int64_t b = 0; b < B; ++b)  // (a padded row has dan = 0, hence q = 0: no-op)
-          gru_before_bwd_reset_row(H, wsv + (t * B + b) * W, hp_all + b * H, drhv + b * H,
-                                   gi_t + b * 3 * H, dhv + b * H);
-        back_all(gi_t, 3 * H, 1, dhv, H);
       }
+      const int64_t n = t1 - t0;
+      auto dgi_c = dgi.narrow(0, 0, n);
+      add_input_grads(dgi_c, x, w_ih, t0, dw_ih, db_ih, dx);
+      auto rz = dgi_c.narrow(2, 0, 2 * H);
+      add_prev_gemm(dw_hh.narrow(0, 0, 2 * H), rz, h0c, hs_c, t0);
+      db_hh.narrow(0, 0, 2 * H).add_(rows2d(rz).sum(0));
+      if (after) {
+        auto dn = dghn.narrow(0, 0, n);
+        add_prev_gemm(dw_hh.narrow(0, 2 * H, H), dn, h0c, hs_c, t0);
+        db_hh.narrow(0, 2 * H, H).add_(rows2d(dn).sum(0));
+      } else {  // W_hn multiplies r ⊙ h_{t-1}
+        auto dn = dgi_c.narrow(2, 2 * H, H);
+        auto rh = ws_c.narrow(0, t0, n).narrow(2, 0, H) * prev_states(h0c, hs_c, t0, n);
+        dw_hh.narrow(0, 2 * H, H).addmm_(rows2d(dn).t(), rows2d(rh));
+        db_hh.narrow(0, 2 * H, H).add_(rows2d(dn).sum(0));
+      }
+      t1 = t0;
     }
   });
-  Tensor dx = need_dx ? at::matmul(dgi, w_ih) : at::empty({0}, x.options());
-  Tensor dw_hh, db_hh;
-  if (after) {
-    dw_hh = gemm_tn_prev(dgh, h0, hs_c);
-    db_hh = dgh.sum({0, 1});
-  } else {
-    auto hp = at::cat({h0.unsqueeze(0), hs_c.slice(0, 0, T - 1)}, 0);
-    auto r = ws_c.narrow(2, 0, H);
-    dw_hh = at::cat({gemm_tn(dgi.narrow(2, 0, 2 * H), hp), gemm_tn(dgi.narrow(2, 2 * H, H), r * hp)}, 0);
-    db_hh = dgi.sum({0, 1});
-  }
-  return {dx, dh, gemm_tn(dgi, x), dw_hh, dgi.sum({0, 1}), db_hh};
+  return {dx, dh, dw_ih, dw_hh, db_ih, db_hh};
 }
 
 }  // namespace rnnlab

@@ -66,17 +66,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const c10::optional<Tensor>& mask, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const c10::optional<Tensor>& w_hr, const Tensor& hs, const Tensor& cs,
     const Tensor& gates, bool need_dx) {
-  const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1);
+  const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1), K = chunk_steps(T, B);
   const bool proj = w_hr.has_value() && w_hr->defined();
-  auto da = at::empty({T, B, 4 * H}, x.options());
+  auto da = at::empty({K, B, 4 * H}, x.options());  // one chunk of pre-activation gradients
   auto dh = at::zeros({B, P}, x.options());
   auto dc = at::zeros({B, H}, x.options());
   auto dh_in = at::empty({B, P}, x.options());  // gradient entering the cell at step t
   auto dr = proj ? at::empty({B, H}, x.options()) : dh_in;
-  auto dh_cells = proj ? at::empty({T, B, P}, x.options()) : Tensor();
+  auto dh_cells = proj ? at::empty({K, B, P}, x.options()) : Tensor();
+  auto dx = need_dx ? at::empty({T, B, x.size(2)}, x.options()) : at::empty({0}, x.options());
+  auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
+  auto db = at::zeros({4 * H}, x.options());
+  auto dw_hr = proj ? at::zeros_like(*w_hr) : at::empty({0}, x.options());
   auto dhs_c = dhs.has_value() && dhs->defined() ? dhs->contiguous() : Tensor();
   auto dcs_c = dcs.has_value() && dcs->defined() ? dcs->contiguous() : Tensor();
   auto cs_c = cs.contiguous();
+  auto hs_c = hs.contiguous();
   auto c0c = c0.contiguous();
   auto gates_c = gates.contiguous();
   auto whh = w_hh.contiguous();
@@ -86,56 +91,64 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const scalar_t* gc_out = dcs_c.defined() ? dcs_c.data_ptr<scalar_t>() : nullptr;
     const scalar_t* csv = cs_c.data_ptr<scalar_t>();
     const scalar_t* gv = gates_c.data_ptr<scalar_t>();
-    const scalar_t* w = whh.data_ptr<scalar_t>();
     scalar_t* dav = da.data_ptr<scalar_t>();
     scalar_t* dhv = dh.data_ptr<scalar_t>();
     scalar_t* dcv = dc.data_ptr<scalar_t>();
     scalar_t* dinv = dh_in.data_ptr<scalar_t>();
     scalar_t* drv = dr.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
-    const StepGemm<scalar_t> step(w, P, false, B, P, 4 * H);  // dh += da W_hh
-    for (int64_t t = T - 1; t >= 0; --t) {
-      // split dh into the part entering the cell (valid step) and the part kept (padding)
-      for (int64_t b = 0; b < B; ++b) {
-        const bool valid = !m || m[t * B + b];
-        scalar_t* d = dhv + b * P;
-        scalar_t* di = dinv + b * P;
-        const scalar_t* go = gh_out ? gh_out + (t * B + b) * P : nullptr;
-        for (int64_t j = 0; j < P; ++j) {
-          const scalar_t v = d[j] + (go ? go[j] : scalar_t(0));
-          di[j] = valid ? v : scalar_t(0);
-          d[j] = valid ? scalar_t(0) : v;
-        }
-      }
-      if (proj) {
-        std::copy(dinv, dinv + B * P, dh_cells.data_ptr<scalar_t>() + t * B * P);
-        gemm<scalar_t>(false, false, B, H, P, 1, dinv, P, whr.data_ptr<scalar_t>(), H, 0, drv, H);
-      }
-      const scalar_t* cprev_all = t > 0 ? csv + (t - 1) * B * H : c0c.data_ptr<scalar_t>();
-      scalar_t* da_t = dav + t * B * 4 * H;
-      for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b) {
-          scalar_t* dcb = dcv + b * H;
-          if (gc_out) {
-            const scalar_t* gco = gc_out + (t * B + b) * H;
-            for (int64_t j = 0; j < H; ++j) dcb[j] += gco[j];
+    const StepGemm<scalar_t> step(whh.data_ptr<scalar_t>(), P, false, B, P, 4 * H);  // dh += da W_hh
+    for (int64_t t1 = T; t1 > 0;) {
+      const int64_t t0 = std::max<int64_t>(0, t1 - K);
+      for (int64_t t = t1 - 1; t >= t0; --t) {
+        // split dh into the part entering the cell (valid step) and the part kept (padding)
+        for (int64_t b = 0; b < B; ++b) {
+          const bool valid = !m || m[t * B + b];
+          scalar_t* d = dhv + b * P;
+          scalar_t* di = dinv + b * P;
+          const scalar_t* go = gh_out ? gh_out + (t * B + b) * P : nullptr;
+          for (int64_t j = 0; j < P; ++j) {
+            const scalar_t v = d[j] + (go ? go[j] : scalar_t(0));
+            di[j] = valid ? v : scalar_t(0);
+            d[j] = valid ? scalar_t(0) : v;
           }
-          scalar_t* d = da_t + b * 4 * H;
-          if (m && !m[t * B + b]) {  // padded: dc passes to c_{t-1} untouched
-            std::fill(d, d + 4 * H, scalar_t(0));
-            continue;
-          }
-          lstm_bwd_row(H, gv + (t * B + b) * 4 * H, csv + (t * B + b) * H, cprev_all + b * H,
-                       drv + b * H, dcb, d);
         }
-      });
-      step(da_t, 4 * H, 1, dhv, P);
+        if (proj) {  // through h_t = W_hr r_t
+          std::copy(dinv, dinv + B * P, dh_cells.data_ptr<scalar_t>() + (t - t0) * B * P);
+          gemm<scalar_t>(false, false, B, H, P, 1, dinv, P, whr.data_ptr<scalar_t>(), H, 0, drv, H);
+        }
+        const scalar_t* cprev_all = t > 0 ? csv + (t - 1) * B * H : c0c.data_ptr<scalar_t>();
+        scalar_t* da_t = dav + (t - t0) * B * 4 * H;
+        for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b) {
+            scalar_t* dcb = dcv + b * H;
+            if (gc_out) {
+              const scalar_t* gco = gc_out + (t * B + b) * H;
+              for (int64_t j = 0; j < H; ++j) dcb[j] += gco[j];
+            }
+            scalar_t* d = da_t + b * 4 * H;
+            if (m && !m[t * B + b]) {  // padded: dc passes to c_{t-1} untouched
+              std::fill(d, d + 4 * H, scalar_t(0));
+              continue;
+            }
+            lstm_bwd_row(H, gv + (t * B + b) * 4 * H, csv + (t * B + b) * H, cprev_all + b * H,
+                         drv + b * H, dcb, d);
+          }
+        });
+        step(da_t, 4 * H, 1, dhv, P);
+      }
+      const int64_t n = t1 - t0;
+      auto da_c = da.narrow(0, 0, n);
+      add_input_grads(da_c, x, w_ih, t0, dw_ih, db, dx);
+      add_prev_gemm(dw_hh, da_c, h0, hs_c, t0);
+      if (proj) {  // dW_hr += Σ dh_t^T r_t,  r_t = o ⊙ tanh(c_t)
+        auto r = gates_c.narrow(0, t0, n).narrow(2, 3 * H, H) * at::tanh(cs_c.narrow(0, t0, n));
+        dw_hr.addmm_(rows2d(dh_cells.narrow(0, 0, n)).t(), rows2d(r));
+      }
+      t1 = t0;
     }
   });
-  Tensor dx = need_dx ? at::matmul(da, w_ih) : at::empty({0}, x.options());
-  Tensor dw_hr = proj ? gemm_tn(dh_cells, gates.narrow(2, 3 * H, H) * at::tanh(cs))
-                      : at::empty({0}, x.options());
-  return {dx, dh, dc, gemm_tn(da, x), gemm_tn_prev(da, h0, hs), da.sum({0, 1}), dw_hr};
+  return {dx, dh, dc, dw_ih, dw_hh, db, dw_hr};
 }
 
 }  // namespace rnnlab

@@ -20,11 +20,21 @@ namespace rnnlab {
 // MKL CBLAS enum values (mkl_cblas.h)
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
 
+// MKL's packed format carries ~8 MB of fixed padding whatever the matrix size, so a fresh buffer
+// per call costs thousands of page faults. Each thread keeps two grow-only scratch buffers (a
+// kernel never needs more than two packed weights at once) and reuses them.
+inline float* pack_scratch(int slot, size_t bytes) {
+  static thread_local at::Tensor pool[2];
+  const int64_t need = int64_t(bytes / sizeof(float)) + 16;
+  if (!pool[slot].defined() || pool[slot].numel() < need) pool[slot] = at::empty({need}, at::kFloat);
+  return pool[slot].data_ptr<float>();
+}
+
 template <typename T>
 class StepGemm {
  public:
   // op(W) = W^T when trans (W is [N, K]), else W (W is [K, N]); ldw is W's row stride.
-  StepGemm(const T* w, int64_t ldw, bool trans, int64_t M, int64_t N, int64_t K)
+  StepGemm(const T* w, int64_t ldw, bool trans, int64_t M, int64_t N, int64_t K, int slot = 0)
       : w_(w), ldw_(ldw), trans_(trans), M_(M), N_(N), K_(K) {}
   void operator()(const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
     gemm<T>(false, trans_, M_, N_, K_, T(1), A, lda, w_, ldw_, beta, C, ldc);
@@ -40,14 +50,14 @@ class StepGemm {
 template <>
 class StepGemm<float> {
  public:
-  StepGemm(const float* w, int64_t ldw, bool trans, int64_t M, int64_t N, int64_t K)
+  StepGemm(const float* w, int64_t ldw, bool trans, int64_t M, int64_t N, int64_t K, int slot = 0)
       : w_(w), ldw_(ldw), trans_(trans), M_(M), N_(N), K_(K) {
     packed_ = M > 1 || N * K <= kSmallWeight;  // measured: a large mat-vec is faster unpacked
     if (!packed_) return;
     const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, int(M), int(N), int(K));
-    buffer_ = at::empty({int64_t(bytes / sizeof(float)) + 16}, at::kFloat);
+    buffer_ = pack_scratch(slot, bytes);
     cblas_sgemm_pack(kRowMajor, kBMatrix, trans ? kTrans : kNoTrans, int(M), int(N), int(K), 1.0f,
-                     w, int(ldw), buffer_.data_ptr<float>());
+                     w, int(ldw), buffer_);
   }
   void operator()(const float* A, int64_t lda, float beta, float* C, int64_t ldc) const {
     if (!packed_) {
@@ -55,7 +65,7 @@ class StepGemm<float> {
       return;
     }
     cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, int(M_), int(N_), int(K_), A, int(lda),
-                        buffer_.data_ptr<float>(), int(N_), beta, C, int(ldc));
+                        buffer_, int(N_), beta, C, int(ldc));
   }
 
  private:
@@ -64,7 +74,7 @@ class StepGemm<float> {
   const float* w_;
   int64_t ldw_;
   bool trans_;
-  at::Tensor buffer_;
+  float* buffer_ = nullptr;
   int64_t M_, N_, K_;
 };
 

@@ -50,48 +50,53 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const Tensor& dhs, const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, bool relu, bool need_dx) {
-  const int64_t T = x.size(0), B = x.size(1), H = h0.size(1);
-  auto da = at::empty({T, B, H}, x.options());
+  const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), K = chunk_steps(T, B);
+  auto da = at::empty({K, B, H}, x.options());  // one chunk of pre-activation gradients
   auto dh = at::zeros({B, H}, x.options());
+  auto dx = need_dx ? at::empty({T, B, x.size(2)}, x.options()) : at::empty({0}, x.options());
+  auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
+  auto db = at::zeros({H}, x.options());
   auto dhs_c = dhs.contiguous();
   auto hs_c = hs.contiguous();
   auto whh = w_hh.contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_bwd", [&] {
     const scalar_t* g_out = dhs_c.data_ptr<scalar_t>();
     const scalar_t* hv = hs_c.data_ptr<scalar_t>();
-    const scalar_t* w = whh.data_ptr<scalar_t>();
     scalar_t* dav = da.data_ptr<scalar_t>();
     scalar_t* dhv = dh.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
-    const StepGemm<scalar_t> step(w, H, false, B, H, H);  // dh += da W_hh
-    for (int64_t t = T - 1; t >= 0; --t) {
-      scalar_t* da_t = dav + t * B * H;
-      for_range(B, H, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b) {
-          const int64_t o = (t * B + b) * H;
-          scalar_t* dhb = dhv + b * H;
-          scalar_t* dab = da_t + b * H;
-          if (m && !m[t * B + b]) {  // padded: gradient passes to h_{t-1} untouched
-            for (int64_t j = 0; j < H; ++j) {
-              dhb[j] += g_out[o + j];
-              dab[j] = 0;
+    const StepGemm<scalar_t> step(whh.data_ptr<scalar_t>(), H, false, B, H, H);  // dh += da W_hh
+    for (int64_t t1 = T; t1 > 0;) {
+      const int64_t t0 = std::max<int64_t>(0, t1 - K);
+      for (int64_t t = t1 - 1; t >= t0; --t) {
+        scalar_t* da_t = dav + (t - t0) * B * H;
+        for_range(B, H, [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b) {
+            const int64_t o = (t * B + b) * H;
+            scalar_t* dhb = dhv + b * H;
+            scalar_t* dab = da_t + b * H;
+            if (m && !m[t * B + b]) {  // padded: gradient passes to h_{t-1} untouched
+              for (int64_t j = 0; j < H; ++j) dhb[j] += g_out[o + j];
+              std::fill(dab, dab + H, scalar_t(0));
+              continue;
             }
-            continue;
+            RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
+              const scalar_t g = dhb[j] + g_out[o + j];
+              const scalar_t h = hv[o + j];
+              dab[j] = relu ? (h > 0 ? g : scalar_t(0)) : g * (1 - h * h);  // through f
+              dhb[j] = 0;
+            }
           }
-          RNNLAB_SIMD
-          for (int64_t j = 0; j < H; ++j) {
-            const scalar_t g = dhb[j] + g_out[o + j];
-            const scalar_t h = hv[o + j];
-            dab[j] = relu ? (h > 0 ? g : scalar_t(0)) : g * (1 - h * h);  // through f
-            dhb[j] = 0;
-          }
-        }
-      });
-      step(da_t, H, 1, dhv, H);
+        });
+        step(da_t, H, 1, dhv, H);
+      }
+      auto da_c = da.narrow(0, 0, t1 - t0);
+      add_input_grads(da_c, x, w_ih, t0, dw_ih, db, dx);
+      add_prev_gemm(dw_hh, da_c, h0, hs_c, t0);
+      t1 = t0;
     }
   });
-  Tensor dx = need_dx ? at::matmul(da, w_ih) : at::empty({0}, x.options());
-  return {dx, dh, gemm_tn(da, x), gemm_tn_prev(da, h0, hs_c), da.sum({0, 1})};
+  return {dx, dh, dw_ih, dw_hh, db};
 }
 
 }  // namespace rnnlab
