@@ -70,8 +70,10 @@ inline Tensor project(const Tensor& x, const Tensor& w, const c10::optional<Tens
 // Σ_t a_t^T b_t for a [T, B, M], b [T, B, N] → [M, N] (one GEMM over all steps). `a` may be a
 // narrowed view of a wider buffer: flattened to 2-D first, so BLAS reads it in place (no copy).
 inline Tensor rows2d(const Tensor& a) {
-  return a.is_contiguous() ? a.view({-1, a.size(-1)})
-                           : a.as_strided({a.size(0) * a.size(1), a.size(2)}, {a.stride(1), a.stride(2)});
+  if (a.is_contiguous()) return a.view({-1, a.size(-1)});
+  if (a.stride(0) == a.size(1) * a.stride(1))  // e.g. a narrowed last dim: rows merge in place
+    return a.as_strided({a.size(0) * a.size(1), a.size(2)}, {a.stride(1), a.stride(2)});
+  return a.reshape({-1, a.size(-1)});  // otherwise (e.g. batch_first input) a copy
 }
 inline Tensor gemm_tn(const Tensor& a, const Tensor& b) { return at::mm(rows2d(a).t(), rows2d(b)); }
 

@@ -20,6 +20,43 @@ namespace rnnlab {
 // MKL CBLAS enum values (mkl_cblas.h)
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
 
+// Batch size 1: C[1,N] = a[1,K] @ op(W) + beta·C as a hand-written matrix-vector product (BLAS's
+// per-call overhead dominates at this size). op(W) = W^T: dot products of W's contiguous rows;
+// op(W) = W: rows of W scaled and accumulated into C (axpy), four at a time.
+template <typename T>
+inline void gemv_step(const T* __restrict w, int64_t ldw, bool trans, int64_t N, int64_t K,
+                      const T* __restrict a, T beta, T* __restrict c) {
+  if (beta == T(0)) std::fill(c, c + N, T(0));
+  if (trans) {  // c_j += Σ_k W[j, k] a_k
+    int64_t j = 0;
+    for (; j + 4 <= N; j += 4) {
+      const T *w0 = w + j * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+      T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+      RNNLAB_SIMD_REDUCE(s0, s1, s2, s3) for (int64_t k = 0; k < K; ++k) {
+        s0 += w0[k] * a[k], s1 += w1[k] * a[k], s2 += w2[k] * a[k], s3 += w3[k] * a[k];
+      }
+      c[j] += s0, c[j + 1] += s1, c[j + 2] += s2, c[j + 3] += s3;
+    }
+    for (; j < N; ++j) {
+      T s0 = 0;
+      for (int64_t k = 0; k < K; ++k) s0 += w[j * ldw + k] * a[k];
+      c[j] += s0;
+    }
+  } else {  // c += Σ_k a_k W[k, :]
+    int64_t k = 0;
+    for (; k + 4 <= K; k += 4) {
+      const T *w0 = w + k * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
+      const T a0 = a[k], a1 = a[k + 1], a2 = a[k + 2], a3 = a[k + 3];
+      RNNLAB_SIMD for (int64_t j = 0; j < N; ++j) c[j] += a0 * w0[j] + a1 * w1[j] + a2 * w2[j] + a3 * w3[j];
+    }
+    for (; k < K; ++k) {
+      const T ak = a[k];
+      const T* wk = w + k * ldw;
+      RNNLAB_SIMD for (int64_t j = 0; j < N; ++j) c[j] += ak * wk[j];
+    }
+  }
+}
+
 // MKL's packed format carries ~8 MB of fixed padding whatever the matrix size, so a fresh buffer
 // per call costs thousands of page faults. Each thread keeps two grow-only scratch buffers (a
 // kernel never needs more than two packed weights at once) and reuses them.
@@ -37,6 +74,7 @@ class StepGemm {
   StepGemm(const T* w, int64_t ldw, bool trans, int64_t M, int64_t N, int64_t K, int slot = 0)
       : w_(w), ldw_(ldw), trans_(trans), M_(M), N_(N), K_(K) {}
   void operator()(const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
+    if (M_ == 1) return gemv_step<T>(w_, ldw_, trans_, N_, K_, A, beta, C);
     gemm<T>(false, trans_, M_, N_, K_, T(1), A, lda, w_, ldw_, beta, C, ldc);
   }
 
@@ -52,7 +90,7 @@ class StepGemm<float> {
  public:
   StepGemm(const float* w, int64_t ldw, bool trans, int64_t M, int64_t N, int64_t K, int slot = 0)
       : w_(w), ldw_(ldw), trans_(trans), M_(M), N_(N), K_(K) {
-    packed_ = M > 1 || N * K <= kSmallWeight;  // measured: a large mat-vec is faster unpacked
+    packed_ = M > 1;  // batch size 1 uses gemv_step
     if (!packed_) return;
     const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, int(M), int(N), int(K));
     buffer_ = pack_scratch(slot, bytes);
@@ -60,16 +98,12 @@ class StepGemm<float> {
                      w, int(ldw), buffer_);
   }
   void operator()(const float* A, int64_t lda, float beta, float* C, int64_t ldc) const {
-    if (!packed_) {
-      gemm<float>(false, trans_, M_, N_, K_, 1.0f, A, lda, w_, ldw_, beta, C, ldc);
-      return;
-    }
+    if (!packed_) return gemv_step<float>(w_, ldw_, trans_, N_, K_, A, beta, C);
     cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, int(M_), int(N_), int(K_), A, int(lda),
                         buffer_, int(N_), beta, C, int(ldc));
   }
 
  private:
-  static constexpr int64_t kSmallWeight = 32768;
   bool packed_;
   const float* w_;
   int64_t ldw_;

@@ -7,6 +7,8 @@
 #include <cstdint>
 
 #define RNNLAB_SIMD _Pragma("omp simd")
+#define RNNLAB_PRAGMA(x) _Pragma(#x)
+#define RNNLAB_SIMD_REDUCE(...) RNNLAB_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
 
 namespace rnnlab {
 
