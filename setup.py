@@ -18,7 +18,7 @@ if not os.environ.get("RNNLAB_NO_EXT"):
     ext_modules = [
         CppExtension(
             "rnnlab._C",
-            [f"{src}/{f}" for f in ("register.cpp", "rnn.cpp", "lstm.cpp", "gru.cpp")],
+            [f"{src}/{f}" for f in ("register.cpp", "rnn.cpp", "lstm.cpp", "gru.cpp", "step.cpp")],
             extra_compile_args=flags,
         )
     ]

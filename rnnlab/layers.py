@@ -94,6 +94,8 @@ class RNNBase(nn.Module):
                     self.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)))
                     self._flat_weights_names.append(name)
         self.reset_parameters()
+        kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
+        self._step_names = [tuple(f"{k}_l{layer}" for k in kinds) for layer in range(num_layers)]
 
     @property
     def num_directions(self) -> int:
@@ -243,16 +245,38 @@ class RNNBase(nn.Module):
         """One time step for streaming/generation: ``input (B, I)`` → ``(output (B, H_out), h)``.
 
         Same result as ``forward(input.unsqueeze(0), hx)`` with the time dimension dropped; the
-        state is carried by the caller, so nothing is re-run. Unidirectional layers only.
+        state is carried by the caller, so nothing is re-run. Unidirectional layers only. Without
+        gradients on the fused backend it calls the single-step kernels directly (low latency).
         """
         if self.bidirectional:
             raise ValueError("step: expected a unidirectional layer, got bidirectional=True")
         x = check.tensor("input", input)
         if x.dim() != 2:
             raise ValueError(f"input: expected a 2-D (B, I) tensor for step, got {x.dim()}-D")
-        out, h = self.forward(x.unsqueeze(0), hx)
-        assert isinstance(out, Tensor)
-        return out[0], h
+        if torch.is_grad_enabled() or kernels.backend(x.device, x.dtype) != "fused":
+            out, h = self.forward(x.unsqueeze(0), hx)
+            assert isinstance(out, Tensor)
+            return out[0], h
+        check.feature_size("input", x, self.input_size)
+        params = self._parameters
+        check.matches_params("input", x, params["weight_ih_l0"])  # type: ignore[arg-type]
+        check.nonempty("input", x, {"B (batch size)": 0})
+        state = self._check_state(hx, x.unsqueeze(0), batched=True)
+        finals: list[list[Tensor]] = [[] for _ in state]
+        new: tuple[Tensor, ...] = ()
+        for layer, names in enumerate(self._step_names):
+            weights = tuple(params.get(n) for n in names)
+            new = self._step_kernel(x, tuple(s[layer] for s in state), weights)  # type: ignore[arg-type]
+            for final, h in zip(finals, new):
+                final.append(h)
+            x = new[0]
+            if self.dropout and self.training and layer < self.num_layers - 1:
+                x = F.dropout(x, self.dropout, training=True)
+        h_n = tuple(f[0].unsqueeze(0) if len(f) == 1 else torch.stack(f) for f in finals)
+        return new[0], (h_n if len(h_n) == 2 else h_n[0])
+
+    def _step_kernel(self, x: Tensor, state: tuple[Tensor, ...], params: Params) -> tuple[Tensor, ...]:
+        raise NotImplementedError
 
 
 class RNN(RNNBase):
@@ -299,6 +323,11 @@ class RNN(RNNBase):
         s = super().extra_repr()
         return s + (f", nonlinearity={self.nonlinearity!r}" if self.nonlinearity != "tanh" else "")
 
+    def _step_kernel(self, x, state, params):  # type: ignore[no-untyped-def]
+        w_ih, w_hh, b_ih, b_hh, _ = params
+        relu = self.nonlinearity == "relu"
+        return (torch.ops.rnnlab.rnn_step(x, state[0], w_ih, w_hh, b_ih, b_hh, relu),)
+
     def _run(self, x, mask, state, params):  # type: ignore[no-untyped-def]
         w_ih, w_hh, b_ih, b_hh, _ = params
         return (kernels.rnn(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity),)
@@ -315,6 +344,9 @@ class LSTM(RNNBase):
     def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
         n = self.num_layers * self.num_directions
         return [(n, batch, self.proj_size or self.hidden_size), (n, batch, self.hidden_size)]
+
+    def _step_kernel(self, x, state, params):  # type: ignore[no-untyped-def]
+        return tuple(torch.ops.rnnlab.lstm_step(x, state[0], state[1], *params))
 
     def _run(self, x, mask, state, params):  # type: ignore[no-untyped-def]
         hs, cs, _ = kernels.lstm(x, mask, state[0], state[1], *params)
@@ -365,6 +397,11 @@ class GRU(RNNBase):
     def extra_repr(self) -> str:
         s = super().extra_repr()
         return s + (f", reset={self.reset!r}" if self.reset != "after" else "")
+
+    def _step_kernel(self, x, state, params):  # type: ignore[no-untyped-def]
+        w_ih, w_hh, b_ih, b_hh, _ = params
+        after = self.reset == "after"
+        return (torch.ops.rnnlab.gru_step(x, state[0], w_ih, w_hh, b_ih, b_hh, after),)
 
     def _run(self, x, mask, state, params):  # type: ignore[no-untyped-def]
         w_ih, w_hh, b_ih, b_hh, _ = params

@@ -149,3 +149,43 @@ def test_torch_compile_has_no_graph_breaks():
     torch.testing.assert_close(compiled(x), model(x))
     compiled(x).sum().backward()  # the backward goes through the registered autograd formula
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_step_kernels_equal_forward(variant, batch, dtype):
+    """Layer.step (the single-step kernels, no grad) reproduces forward over a sequence."""
+    cls, kw = VARIANTS[variant]
+    layer = cls(5, 6, num_layers=2, dtype=dtype, **kw)
+    x = torch.randn(7, batch, 5, dtype=dtype)
+    with torch.no_grad():
+        out, h_ref = layer(x)
+        state, outs = None, []
+        for x_t in x:
+            y, state = layer.step(x_t, state)
+            outs.append(y)
+    torch.testing.assert_close(torch.stack(outs), out, **_tol(dtype))
+    for a, b in zip(state if isinstance(state, tuple) else (state,),
+                    h_ref if isinstance(h_ref, tuple) else (h_ref,), strict=True):
+        torch.testing.assert_close(a, b, **_tol(dtype))
+
+
+def test_step_with_grad_uses_the_differentiable_path():
+    layer = rnnlab.GRU(3, 4)
+    x = torch.randn(2, 3, requires_grad=True)
+    y, h = layer.step(x)
+    y.sum().backward()
+    assert x.grad is not None and layer.weight_hh_l0.grad is not None
+
+
+@pytest.mark.parametrize("name", ["rnn_step", "lstm_step", "gru_step"])
+def test_opcheck_step_ops(name):
+    B, I, H = 2, 3, 4
+    g = {"rnn_step": 1, "lstm_step": 4, "gru_step": 3}[name]
+    x, h = torch.randn(B, I), torch.randn(B, H)
+    w = (torch.randn(g * H, I), torch.randn(g * H, H), torch.randn(g * H), torch.randn(g * H))
+    args = {"rnn_step": (x, h, *w, False), "lstm_step": (x, h, torch.randn(B, H), *w, None),
+            "gru_step": (x, h, *w, True)}[name]
+    torch.library.opcheck(getattr(torch.ops.rnnlab, name).default, args,
+                          test_utils=("test_schema", "test_faketensor"))

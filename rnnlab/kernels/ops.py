@@ -73,6 +73,18 @@ def _register() -> None:
                 torch.empty_like(w_hh), w_ih.new_empty(w_ih.shape[0]),
                 w_hh.new_empty(w_hh.shape[0]))
 
+    @torch.library.register_fake(lib + "rnn_step")
+    def _(x, h, w_ih, w_hh, b_ih, b_hh, relu):  # type: ignore[no-untyped-def]
+        return torch.empty_like(h)
+
+    @torch.library.register_fake(lib + "lstm_step")
+    def _(x, h, c, w_ih, w_hh, b_ih, b_hh, w_hr):  # type: ignore[no-untyped-def]
+        return torch.empty_like(h), torch.empty_like(c)
+
+    @torch.library.register_fake(lib + "gru_step")
+    def _(x, h, w_ih, w_hh, b_ih, b_hh, after):  # type: ignore[no-untyped-def]
+        return torch.empty_like(h)
+
     # --- autograd ---------------------------------------------------------------------------------
     def rnn_setup(ctx: Any, inputs: tuple, output: Tensor) -> None:
         x, mask, h0, w_ih, w_hh, b_ih, b_hh, relu = inputs

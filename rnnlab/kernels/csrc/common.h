@@ -26,6 +26,34 @@ void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const in
 void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
             const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
             const double* beta, double* c, const int* ldc);
+void sgemv_(const char* t, const int* m, const int* n, const float* alpha, const float* a,
+            const int* lda, const float* x, const int* incx, const float* beta, float* y,
+            const int* incy);
+void dgemv_(const char* t, const int* m, const int* n, const double* alpha, const double* a,
+            const int* lda, const double* x, const int* incx, const double* beta, double* y,
+            const int* incy);
+}
+
+inline void blas_gemv(const char* t, const int* m, const int* n, const float* alpha,
+                      const float* a, const int* lda, const float* x, const int* incx,
+                      const float* beta, float* y, const int* incy) {
+  sgemv_(t, m, n, alpha, a, lda, x, incx, beta, y, incy);
+}
+inline void blas_gemv(const char* t, const int* m, const int* n, const double* alpha,
+                      const double* a, const int* lda, const double* x, const int* incx,
+                      const double* beta, double* y, const int* incy) {
+  dgemv_(t, m, n, alpha, a, lda, x, incx, beta, y, incy);
+}
+
+// Row-major y[N] = op(W) a + beta·y with op(W) = W^T (W [N, K], trans) or W (W [K, N]).
+template <typename T>
+inline void gemv(bool trans, int64_t N, int64_t K, const T* w, int64_t ldw, const T* a, T beta, T* y) {
+  // column-major view of row-major W [N, K] is W^T [K, N]: y = W a is a 'T' gemv on it
+  const char t = trans ? 'T' : 'N';
+  const int m = static_cast<int>(trans ? K : N), n = static_cast<int>(trans ? N : K);
+  const int ld = static_cast<int>(ldw), one = 1;
+  const T alpha = 1;
+  blas_gemv(&t, &m, &n, &alpha, w, &ld, a, &one, &beta, y, &one);
 }
 
 inline void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,

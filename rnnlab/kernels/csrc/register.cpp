@@ -23,6 +23,13 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor&, const c10::optional<Tensor>&, 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor&, const Tensor&,
     const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
     const Tensor&, bool, bool);
+Tensor rnn_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool);
+std::tuple<Tensor, Tensor> lstm_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+    const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&,
+    const c10::optional<Tensor>&);
+Tensor gru_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool);
 }  // namespace rnnlab
 
 TORCH_LIBRARY(rnnlab, m) {
@@ -40,6 +47,13 @@ TORCH_LIBRARY(rnnlab, m) {
   m.def("gru_bwd(Tensor dhs, Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, "
         "Tensor hs, Tensor ws, bool after, bool need_dx) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  // single steps for streaming (inference only: no autograd formula)
+  m.def("rnn_step(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+        "bool relu) -> Tensor");
+  m.def("lstm_step(Tensor x, Tensor h, Tensor c, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
+        "Tensor? b_hh, Tensor? w_hr) -> (Tensor, Tensor)");
+  m.def("gru_step(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
+        "bool after) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
@@ -49,6 +63,9 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("lstm_bwd", &rnnlab::lstm_bwd);
   m.impl("gru_fwd", &rnnlab::gru_fwd);
   m.impl("gru_bwd", &rnnlab::gru_bwd);
+  m.impl("rnn_step", &rnnlab::rnn_step);
+  m.impl("lstm_step", &rnnlab::lstm_step);
+  m.impl("gru_step", &rnnlab::gru_step);
 }
 
 // `import rnnlab._C` loads this library, which registers the ops above.
