@@ -162,7 +162,7 @@ class RNNBase(nn.Module):
                 raise ValueError("lengths: must be None for PackedSequence input (it has them)")
             check.matches_params("input", input.data, ref)
             check.feature_size("input", input.data, self.input_size)
-            x, lens = seq.unpack(input)
+            x, lens = seq.unpack_sorted(input)  # longest first; forward maps hx and h_n
             return x, lens.to(x.device), True
         x = check.tensor("input", input)
         batched = check.input_rank("input", x, (2, 3))
@@ -210,8 +210,18 @@ class RNNBase(nn.Module):
         x, lens, batched = self._check_input(input, lengths)
         state = self._check_state(hx, x, batched)
         steps = x.shape[0]
-        mask = rev = None
+        packed = isinstance(input, PackedSequence)
+        mask = rev = order = None
+        if packed and input.sorted_indices is not None:  # x is in the packed (sorted) order
+            order = input.sorted_indices
+            state = tuple(s.index_select(1, order) for s in state)
         if lens is not None and bool((lens < steps).any()):
+            if not packed:
+                # longest first, so each step's running sequences are a prefix of the batch and
+                # the kernels' recurrent GEMM skips the finished ones (undone at the end)
+                lens, order = torch.sort(lens, descending=True, stable=True)
+                x = x.index_select(1, order)
+                state = tuple(s.index_select(1, order) for s in state)
             mask = seq.step_mask(lens, steps)  # (T, B, 1)
             rev = seq.reverse_index(lens, steps)  # (T, B)
         finals: list[list[Tensor]] = [[] for _ in state]
@@ -224,15 +234,22 @@ class RNNBase(nn.Module):
                 carried = self._run(xin, mask, tuple(s[k] for s in state), self._params(layer, d))
                 for final, states in zip(finals, carried):
                     final.append(states[-1])  # state after each sequence's last valid step
-                y = carried[0] if mask is None else torch.where(mask, carried[0], 0.0)
+                # padded outputs are zero (packed output drops them: no need)
+                y = carried[0] if mask is None or packed else torch.where(mask, carried[0], 0.0)
                 outs.append(y if d == 0 else seq.reverse(y, rev))
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
         h_n = tuple(torch.stack(f) for f in finals)
+        if order is not None:  # h_n (and a padded output) back to the caller's batch order
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=order.device)
+            h_n = tuple(h.index_select(1, inverse) for h in h_n)
+            if not packed:
+                layer_in = layer_in.index_select(1, inverse)
         output: Tensor | PackedSequence = layer_in
-        if isinstance(input, PackedSequence):
-            output = seq.pack_like(layer_in, input)
+        if packed:
+            output = seq.pack_sorted(layer_in, input)
         elif not batched:
             output = layer_in.squeeze(1)
             h_n = tuple(h.squeeze(1) for h in h_n)

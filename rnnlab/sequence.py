@@ -35,18 +35,17 @@ def reverse(x: Tensor, index: Tensor | None) -> Tensor:
     return x.gather(0, index.unsqueeze(-1).expand_as(x))
 
 
-def unpack(seq: PackedSequence) -> tuple[Tensor, Tensor]:
-    """``PackedSequence`` → padded ``(T, B, F)`` in the caller's batch order, and int64 lengths."""
-    padded, lengths = pad_packed_sequence(seq, batch_first=False)
+def unpack_sorted(seq: PackedSequence) -> tuple[Tensor, Tensor]:
+    """``PackedSequence`` → padded ``(T, B, F)`` in its *sorted* (longest first) batch order, and
+    int64 lengths. ``seq.sorted_indices`` maps that order to the caller's."""
+    as_sorted = PackedSequence(seq.data, seq.batch_sizes, None, None)
+    padded, lengths = pad_packed_sequence(as_sorted, batch_first=False)
     return padded, lengths
 
 
-def pack_like(out: Tensor, like: PackedSequence) -> PackedSequence:
-    """Pack padded ``out (T, B, F)`` (caller's batch order) with ``like``'s batch layout."""
+def pack_sorted(out: Tensor, like: PackedSequence) -> PackedSequence:
+    """Pack padded ``out (T, B, F)``, in ``like``'s sorted batch order, with ``like``'s layout."""
     batch_sizes = like.batch_sizes  # (T,) on the CPU
-    if like.sorted_indices is not None:
-        out = out.index_select(1, like.sorted_indices)
-    steps, batch = out.shape[:2]
-    valid = torch.arange(batch).unsqueeze(0) < batch_sizes.unsqueeze(1)  # (T, B) time-major order
-    data = out[valid.to(out.device)]  # (N, F)
+    valid = torch.arange(out.shape[1]).unsqueeze(0) < batch_sizes.unsqueeze(1)  # (T, B)
+    data = out[valid.to(out.device)]  # (N, F), time-major like packed data
     return PackedSequence(data, batch_sizes, like.sorted_indices, like.unsorted_indices)

@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <vector>
 
 #include "rows.h"
 
@@ -149,6 +150,22 @@ inline void add_input_grads(const Tensor& da, const Tensor& x, const Tensor& w_i
     auto rows = dx.narrow(0, t0, n).view({-1, dx.size(2)});  // contiguous: dx is [T, B, I]
     at::mm_out(rows, a2, w_ih);
   }
+}
+
+// Rows still running at each step when the mask has "prefix form" (batch sorted by decreasing
+// length, as the layers arrange it): step t's valid rows are exactly [0, n_t). Then each step's
+// recurrent GEMM needs only those n_t rows. Without a mask, or in any other form: n_t = B.
+inline std::vector<int64_t> active_rows(const bool* m, int64_t T, int64_t B) {
+  std::vector<int64_t> n(T, B);
+  if (!m) return n;
+  for (int64_t t = 0; t < T; ++t) {
+    int64_t k = 0;
+    while (k < B && m[t * B + k]) ++k;
+    for (int64_t b = k; b < B; ++b)
+      if (m[t * B + b]) return std::vector<int64_t>(T, B);  // not a prefix: use all rows
+    n[t] = k;
+  }
+  return n;
 }
 
 // Run f(begin, end) over [0, n) in parallel when the work is large enough to pay for threads.

@@ -33,11 +33,12 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     const scalar_t* h = h0c.data_ptr<scalar_t>();
     const StepGemm<scalar_t> step_rz(w, H, true, B, after ? 3 * H : 2 * H, H);
     const StepGemm<scalar_t> step_n(w + 2 * H * H, H, true, B, H, H, 1);  // "before" only
+    const auto active = active_rows(m, T, B);
     for (int64_t t = 0; t < T; ++t) {
       // q = b_hh + W_hh h_{t-1}: fill the bias, then accumulate the GEMM (all rows for "after",
       // the [r|z] rows first for "before": its n rows need r ⊙ h)
       for (int64_t b = 0; b < B; ++b) std::copy(bias, bias + 3 * H, ghv + b * 3 * H);
-      step_rz(h, H, 1, ghv, 3 * H);
+      step_rz(h, H, 1, ghv, 3 * H, active[t]);
       scalar_t* out = hsv + t * B * H;
       const scalar_t* g_t = giv + t * B * 3 * H;
       scalar_t* s_t = wsv + (keep ? t : 0) * B * W;
@@ -53,7 +54,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
             gru_before_gates_row(H, g_t + b * 3 * H, ghv + b * 3 * H, h + b * H, s_t + b * W,
                                  rhv + b * H);
         });
-        step_n(rhv, H, 1, ghv + 2 * H, 3 * H);
+        step_n(rhv, H, 1, ghv + 2 * H, 3 * H, active[t]);
         for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b)
             gru_before_out_row(H, g_t + b * 3 * H, ghv + b * 3 * H + 2 * H, h + b * H,
@@ -107,6 +108,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const bool* m = mask_ptr(mask);
     const StepGemm<scalar_t> back_all(w, H, false, B, H, after ? 3 * H : 2 * H);  // rows used
     const StepGemm<scalar_t> back_n(w + 2 * H * H, H, false, B, H, H, 1);        // "before"
+    const auto active = active_rows(m, T, B);
     for (int64_t t1 = T; t1 > 0;) {
       const int64_t t0 = std::max<int64_t>(0, t1 - K);
       for (int64_t t = t1 - 1; t >= t0; --t) {
@@ -134,17 +136,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
           }
         });
         if (after) {
-          back_all(gh_t, 3 * H, 1, dhv, H);  // dh += dgh W_hh
+          back_all(gh_t, 3 * H, 1, dhv, H, active[t]);  // dh += dgh W_hh
           for (int64_t b = 0; b < B; ++b)
             std::copy(gh_t + b * 3 * H + 2 * H, gh_t + (b + 1) * 3 * H,
                       dghnv + ((t - t0) * B + b) * H);
         } else {
           // d(r⊙h) = dan W_hn;  dr = d(r⊙h) ⊙ h;  dh += d(r⊙h) ⊙ r + [dar|daz] W_h[rz]
-          back_n(gi_t + 2 * H, 3 * H, 0, drhv, H);
-          for (int64_t b = 0; b < B; ++b)  // (a padded row has dan = 0, hence q = 0: no-op)
+          back_n(gi_t + 2 * H, 3 * H, 0, drhv, H, active[t]);
+          for (int64_t b = 0; b < active[t]; ++b)  // rows past active[t] are padded: no-op
             gru_before_bwd_reset_row(H, wsv + (t * B + b) * W, hp_all + b * H, drhv + b * H,
                                      gi_t + b * 3 * H, dhv + b * H);
-          back_all(gi_t, 3 * H, 1, dhv, H);
+          back_all(gi_t, 3 * H, 1, dhv, H, active[t]);
         }
       }
       const int64_t n = t1 - t0;

@@ -35,11 +35,12 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const scalar_t* c = c0c.data_ptr<scalar_t>();
     scalar_t* rv = proj ? r.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
+    const auto active = active_rows(m, T, B);
     for (int64_t t = 0; t < T; ++t) {
       scalar_t* g = gv + t * B * 4 * H;
       scalar_t* hn = hsv + t * B * P;
       scalar_t* cn = csv + t * B * H;
-      step(h, P, 1, g, 4 * H);
+      step(h, P, 1, g, 4 * H, active[t]);
       scalar_t* rout = proj ? rv : hn;  // without projection r_t is h_t
       for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b)
@@ -98,6 +99,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     scalar_t* drv = dr.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     const StepGemm<scalar_t> step(whh.data_ptr<scalar_t>(), P, false, B, P, 4 * H);  // dh += da W_hh
+    const auto active = active_rows(m, T, B);
     for (int64_t t1 = T; t1 > 0;) {
       const int64_t t0 = std::max<int64_t>(0, t1 - K);
       for (int64_t t = t1 - 1; t >= t0; --t) {
@@ -135,7 +137,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
                          drv + b * H, dcb, d);
           }
         });
-        step(da_t, 4 * H, 1, dhv, P);
+        step(da_t, 4 * H, 1, dhv, P, active[t]);
       }
       const int64_t n = t1 - t0;
       auto da_c = da.narrow(0, 0, n);

@@ -101,9 +101,12 @@ class StepGemm {
   // op(W) = W^T when trans (W is [N, K]), else W (W is [K, N]); ldw is W's row stride.
   StepGemm(const T* w, int64_t ldw, bool trans, int64_t M, int64_t N, int64_t K, int slot = 0)
       : w_(w), ldw_(ldw), trans_(trans), M_(M), N_(N), K_(K) {}
-  void operator()(const T* A, int64_t lda, T beta, T* C, int64_t ldc) const {
-    if (M_ == 1) return gemv_step<T>(w_, ldw_, trans_, N_, K_, A, beta, C);
-    gemm<T>(false, trans_, M_, N_, K_, T(1), A, lda, w_, ldw_, beta, C, ldc);
+  // rows < M: only the first `rows` rows of A and C (the sequences still running)
+  void operator()(const T* A, int64_t lda, T beta, T* C, int64_t ldc, int64_t rows = -1) const {
+    const int64_t m = rows < 0 ? M_ : rows;
+    if (m == 0) return;
+    if (m == 1) return gemv_step<T>(w_, ldw_, trans_, N_, K_, A, beta, C);
+    gemm<T>(false, trans_, m, N_, K_, T(1), A, lda, w_, ldw_, beta, C, ldc);
   }
 
  private:
@@ -125,9 +128,13 @@ class StepGemm<float> {
     cblas_sgemm_pack(kRowMajor, kBMatrix, trans ? kTrans : kNoTrans, int(M), int(N), int(K), 1.0f,
                      w, int(ldw), buffer_);
   }
-  void operator()(const float* A, int64_t lda, float beta, float* C, int64_t ldc) const {
-    if (!packed_) return gemv_step<float>(w_, ldw_, trans_, N_, K_, A, beta, C);
-    cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, int(M_), int(N_), int(K_), A, int(lda),
+  void operator()(const float* A, int64_t lda, float beta, float* C, int64_t ldc,
+                  int64_t rows = -1) const {
+    const int64_t m = rows < 0 ? M_ : rows;
+    if (m == 0) return;
+    if (m == 1) return gemv_step<float>(w_, ldw_, trans_, N_, K_, A, beta, C);
+    if (!packed_) return gemm<float>(false, trans_, m, N_, K_, 1.0f, A, lda, w_, ldw_, beta, C, ldc);
+    cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, int(m), int(N_), int(K_), A, int(lda),
                         buffer_, int(N_), beta, C, int(ldc));
   }
 

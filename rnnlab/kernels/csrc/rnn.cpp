@@ -21,9 +21,10 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
     const bool* m = mask_ptr(mask);
     const scalar_t* h = h0c.data_ptr<scalar_t>();
     const StepGemm<scalar_t> step(w, H, true, B, H, H);  // a += h_{t-1} W_hh^T
+    const auto active = active_rows(m, T, B);
     for (int64_t t = 0; t < T; ++t) {
       scalar_t* a = out + t * B * H;
-      step(h, H, 1, a, H);
+      step(h, H, 1, a, H, active[t]);
       for_range(B, H, [&](int64_t b0, int64_t b1) {
         for (int64_t b = b0; b < b1; ++b) {
           scalar_t* ab = a + b * H;
@@ -66,6 +67,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     scalar_t* dhv = dh.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     const StepGemm<scalar_t> step(whh.data_ptr<scalar_t>(), H, false, B, H, H);  // dh += da W_hh
+    const auto active = active_rows(m, T, B);
     for (int64_t t1 = T; t1 > 0;) {
       const int64_t t0 = std::max<int64_t>(0, t1 - K);
       for (int64_t t = t1 - 1; t >= t0; --t) {
@@ -88,7 +90,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
             }
           }
         });
-        step(da_t, H, 1, dhv, H);
+        step(da_t, H, 1, dhv, H, active[t]);
       }
       auto da_c = da.narrow(0, 0, t1 - t0);
       add_input_grads(da_c, x, w_ih, t0, dw_ih, db, dx);
