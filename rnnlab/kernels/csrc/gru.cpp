@@ -12,15 +12,21 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
                                    const c10::optional<Tensor>& b_ih,
                                    const c10::optional<Tensor>& b_hh, bool after, bool keep) {
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), W = after ? 4 * H : 3 * H;
-  Tensor gi = project(x, w_ih, b_ih).contiguous();  // [T,B,3H]
+  // input projection with b_ih and the [r|z] part of b_hh folded in (b_hn stays separate: reset
+  // "after" multiplies it by r)
+  const bool has_bias = b_ih.has_value() && b_ih->defined();
+  c10::optional<Tensor> proj_bias;
+  if (has_bias) proj_bias = at::cat({b_ih->narrow(0, 0, 2 * H) + b_hh->narrow(0, 0, 2 * H),
+                                     b_ih->narrow(0, 2 * H, H)});
+  Tensor gi = project(x, w_ih, proj_bias).contiguous();  // [T,B,3H]
   auto hs = at::empty({T, B, H}, x.options());
   // the workspace BPTT needs; without gradients one step's worth is reused (keep = false)
   auto ws = at::empty({keep ? T : 1, B, W}, x.options());
-  auto gh = at::empty({B, 3 * H}, x.options());   // recurrent pre-activations of one step
+  auto gh = at::zeros({B, 3 * H}, x.options());   // recurrent pre-activations of one step
   auto rh = at::empty({B, H}, x.options());       // r ⊙ h (reset="before")
   auto whh = w_hh.contiguous();
   auto h0c = h0.contiguous();
-  auto bhh = b_hh.has_value() && b_hh->defined() ? b_hh->contiguous() : at::zeros({3 * H}, x.options());
+  auto bn = has_bias ? b_hh->narrow(0, 2 * H, H).contiguous() : at::zeros({H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_fwd", [&] {
     const scalar_t* giv = gi.data_ptr<scalar_t>();
     scalar_t* hsv = hs.data_ptr<scalar_t>();
@@ -28,24 +34,23 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     scalar_t* ghv = gh.data_ptr<scalar_t>();
     scalar_t* rhv = rh.data_ptr<scalar_t>();
     const scalar_t* w = whh.data_ptr<scalar_t>();
-    const scalar_t* bias = bhh.data_ptr<scalar_t>();
+    const scalar_t* bnv = bn.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     const scalar_t* h = h0c.data_ptr<scalar_t>();
     const StepGemm<scalar_t> step_rz(w, H, true, B, after ? 3 * H : 2 * H, H);
     const StepGemm<scalar_t> step_n(w + 2 * H * H, H, true, B, H, H, 1);  // "before" only
     const auto active = active_rows(m, T, B);
     for (int64_t t = 0; t < T; ++t) {
-      // q = b_hh + W_hh h_{t-1}: fill the bias, then accumulate the GEMM (all rows for "after",
-      // the [r|z] rows first for "before": its n rows need r ⊙ h)
-      for (int64_t b = 0; b < B; ++b) std::copy(bias, bias + 3 * H, ghv + b * 3 * H);
-      step_rz(h, H, 1, ghv, 3 * H, active[t]);
+      // q = W_hh h_{t-1}: all rows for "after", the [r|z] rows first for "before" (its n rows
+      // need r ⊙ h). Rows of finished sequences keep finite stale values, masked out below.
+      step_rz(h, H, 0, ghv, 3 * H, active[t]);
       scalar_t* out = hsv + t * B * H;
       const scalar_t* g_t = giv + t * B * 3 * H;
       scalar_t* s_t = wsv + (keep ? t : 0) * B * W;
       if (after) {
         for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b)
-            gru_after_fwd_row(H, g_t + b * 3 * H, ghv + b * 3 * H, h + b * H, s_t + b * W,
+            gru_after_fwd_row(H, g_t + b * 3 * H, ghv + b * 3 * H, bnv, h + b * H, s_t + b * W,
                               out + b * H);
         });
       } else {
@@ -54,10 +59,10 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
             gru_before_gates_row(H, g_t + b * 3 * H, ghv + b * 3 * H, h + b * H, s_t + b * W,
                                  rhv + b * H);
         });
-        step_n(rhv, H, 1, ghv + 2 * H, 3 * H, active[t]);
+        step_n(rhv, H, 0, ghv + 2 * H, 3 * H, active[t]);
         for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b)
-            gru_before_out_row(H, g_t + b * 3 * H, ghv + b * 3 * H + 2 * H, h + b * H,
+            gru_before_out_row(H, g_t + b * 3 * H, ghv + b * 3 * H + 2 * H, bnv, h + b * H,
                                s_t + b * W, out + b * H);
         });
       }

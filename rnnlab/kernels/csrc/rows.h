@@ -49,13 +49,15 @@ inline void lstm_bwd_row(int64_t H, const T* __restrict a, const T* __restrict c
   }
 }
 
-// GRU forward, reset after: q = W_hh h + b_hh (rows [r|z|n]); s ← [r|z|n|hn]; out = h_t
+// GRU forward, reset after: g = W_ih x + b_ih (+ b_h[rz] folded in), q = W_hh h (rows [r|z|n]),
+// bn = b_hn; s ← [r|z|n|hn] with hn = W_hn h + b_hn; out = h_t
 template <typename T>
 inline void gru_after_fwd_row(int64_t H, const T* __restrict g, const T* __restrict q,
-                              const T* __restrict h, T* __restrict s, T* __restrict out) {
+                              const T* __restrict bn, const T* __restrict h, T* __restrict s,
+                              T* __restrict out) {
   RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
     const T r = sigmoid(g[j] + q[j]), z = sigmoid(g[H + j] + q[H + j]);
-    const T hn = q[2 * H + j];
+    const T hn = q[2 * H + j] + bn[j];
     const T n = std::tanh(g[2 * H + j] + r * hn);
     s[j] = r, s[H + j] = z, s[2 * H + j] = n, s[3 * H + j] = hn;
     out[j] = n + z * (h[j] - n);  // (1 - z) n + z h
@@ -74,12 +76,13 @@ inline void gru_before_gates_row(int64_t H, const T* __restrict g, const T* __re
   }
 }
 
-// GRU forward, reset before, part 2: qn = W_hn (r ⊙ h) + b_hn; n, h_t
+// GRU forward, reset before, part 2: qn = W_hn (r ⊙ h), bn = b_hn; n, h_t
 template <typename T>
 inline void gru_before_out_row(int64_t H, const T* __restrict g, const T* __restrict qn,
-                               const T* __restrict h, T* __restrict s, T* __restrict out) {
+                               const T* __restrict bn, const T* __restrict h, T* __restrict s,
+                               T* __restrict out) {
   RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
-    const T n = std::tanh(g[2 * H + j] + qn[j]);
+    const T n = std::tanh(g[2 * H + j] + qn[j] + bn[j]);
     const T z = s[H + j];
     s[2 * H + j] = n;
     out[j] = n + z * (h[j] - n);

@@ -97,11 +97,12 @@ Tensor gru_step(const Tensor& x_, const Tensor& h_, const Tensor& w_ih, const Te
     scalar_t* rh = s + B * H;
     affine(x.data_ptr<scalar_t>(), B, I, w_ih.data_ptr<scalar_t>(), opt<scalar_t>(b_ih), 3 * H, gi);
     scalar_t* o = out.data_ptr<scalar_t>();
-    std::vector<scalar_t> row(4 * H);
+    std::vector<scalar_t> row(4 * H), no_bias(H, scalar_t(0));  // q already holds b_hh
     if (after) {
       affine(hv, B, H, w, bh, 3 * H, q);
       for (int64_t b = 0; b < B; ++b)
-        gru_after_fwd_row(H, gi + b * 3 * H, q + b * 3 * H, hv + b * H, row.data(), o + b * H);
+        gru_after_fwd_row(H, gi + b * 3 * H, q + b * 3 * H, no_bias.data(), hv + b * H, row.data(),
+                          o + b * H);
     } else {
       affine(hv, B, H, w, bh, 2 * H, q);  // [r|z] rows, q is [B, 2H] here
       std::vector<scalar_t> qz(3 * H);
@@ -109,7 +110,7 @@ Tensor gru_step(const Tensor& x_, const Tensor& h_, const Tensor& w_ih, const Te
         std::copy(q + b * 2 * H, q + (b + 1) * 2 * H, qz.data());
         gru_before_gates_row(H, gi + b * 3 * H, qz.data(), hv + b * H, row.data(), rh);
         affine(rh, 1, H, w + 2 * H * H, bh ? bh + 2 * H : nullptr, H, s);
-        gru_before_out_row(H, gi + b * 3 * H, s, hv + b * H, row.data(), o + b * H);
+        gru_before_out_row(H, gi + b * 3 * H, s, no_bias.data(), hv + b * H, row.data(), o + b * H);
       }
     }
   });
