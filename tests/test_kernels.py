@@ -189,3 +189,26 @@ def test_opcheck_step_ops(name):
             "gru_step": (x, h, *w, True)}[name]
     torch.library.opcheck(getattr(torch.ops.rnnlab, name).default, args,
                           test_utils=("test_schema", "test_faketensor"))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_non_contiguous_parameters_and_state(variant):
+    """Weights stored transposed (non-contiguous views) and a non-contiguous h0 give the same
+    results on the fused path (sequence and step) as on the reference path."""
+    cls, kw = VARIANTS[variant]
+    layer = cls(5, 6, dtype=torch.float64, **kw)
+    with torch.no_grad():
+        for name, p in list(layer.named_parameters()):
+            if p.dim() == 2:
+                setattr(layer, name, torch.nn.Parameter(p.t().contiguous().t()))
+    assert not layer.weight_hh_l0.is_contiguous()
+    x = torch.randn(4, 3, 5, dtype=torch.float64)
+    h0 = torch.randn(3, 1, layer.proj_size or 6, dtype=torch.float64).transpose(0, 1)
+    hx = (h0, torch.randn(1, 3, 6, dtype=torch.float64)) if cls is rnnlab.LSTM else h0
+    with torch.no_grad():
+        out, _ = layer(x, hx)
+        y, _ = layer.step(x[0], hx)
+        with kernels.use_reference():
+            ref, _ = layer(x, hx)
+    torch.testing.assert_close(out, ref, **_tol(torch.float64))
+    torch.testing.assert_close(y, ref[0], **_tol(torch.float64))

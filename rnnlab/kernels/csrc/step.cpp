@@ -31,15 +31,15 @@ void affine(const T* a, int64_t B, int64_t K, const T* w, const T* bias, int64_t
 }
 
 template <typename T>
-const T* opt(const c10::optional<Tensor>& t) {
+const T* opt(const c10::optional<Tensor>& t) {  // biases are 1-D parameters: contiguous
   return (t.has_value() && t->defined()) ? t->data_ptr<T>() : nullptr;
 }
 
 }  // namespace
 
-Tensor rnn_step(const Tensor& x_, const Tensor& h_, const Tensor& w_ih, const Tensor& w_hh,
+Tensor rnn_step(const Tensor& x_, const Tensor& h_, const Tensor& w_ih_, const Tensor& w_hh_,
                 const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh, bool relu) {
-  auto x = x_.contiguous(), h = h_.contiguous();
+  auto x = x_.contiguous(), h = h_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const int64_t B = x.size(0), I = x.size(1), H = h.size(1);
   auto out = at::empty({B, H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_step", [&] {
@@ -56,11 +56,14 @@ Tensor rnn_step(const Tensor& x_, const Tensor& h_, const Tensor& w_ih, const Te
 }
 
 std::tuple<Tensor, Tensor> lstm_step(const Tensor& x_, const Tensor& h_, const Tensor& c_,
-                                     const Tensor& w_ih, const Tensor& w_hh,
+                                     const Tensor& w_ih_, const Tensor& w_hh_,
                                      const c10::optional<Tensor>& b_ih,
                                      const c10::optional<Tensor>& b_hh,
-                                     const c10::optional<Tensor>& w_hr) {
+                                     const c10::optional<Tensor>& w_hr_) {
   auto x = x_.contiguous(), h = h_.contiguous(), c = c_.contiguous();
+  auto w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
+  auto w_hr = w_hr_.has_value() && w_hr_->defined() ? c10::optional<Tensor>(w_hr_->contiguous())
+                                                    : c10::optional<Tensor>();
   const int64_t B = x.size(0), I = x.size(1), P = h.size(1), H = c.size(1);
   const bool proj = w_hr.has_value() && w_hr->defined();
   auto h_out = at::empty({B, P}, x.options());
@@ -82,9 +85,9 @@ std::tuple<Tensor, Tensor> lstm_step(const Tensor& x_, const Tensor& h_, const T
   return {h_out, c_out};
 }
 
-Tensor gru_step(const Tensor& x_, const Tensor& h_, const Tensor& w_ih, const Tensor& w_hh,
+Tensor gru_step(const Tensor& x_, const Tensor& h_, const Tensor& w_ih_, const Tensor& w_hh_,
                 const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh, bool after) {
-  auto x = x_.contiguous(), h = h_.contiguous();
+  auto x = x_.contiguous(), h = h_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const int64_t B = x.size(0), I = x.size(1), H = h.size(1);
   auto out = at::empty({B, H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_step", [&] {
