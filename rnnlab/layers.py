@@ -154,61 +154,14 @@ class RNNBase(nn.Module):
         return [(self.num_layers * self.num_directions, batch, self.proj_size or self.hidden_size)]
 
     # --- forward ---------------------------------------------------------------------------------
-    def _check_input(self, input: object, lengths: object) -> tuple[Tensor, Tensor | None, bool]:
-        """Validate ``input``/``lengths``; return time-major ``x``, int64 lengths, batched flag."""
-        ref = self.weight_ih_l0
-        if isinstance(input, PackedSequence):
-            if lengths is not None:
-                raise ValueError("lengths: must be None for PackedSequence input (it has them)")
-            check.matches_params("input", input.data, ref)
-            check.feature_size("input", input.data, self.input_size)
-            x, lens = seq.unpack_sorted(input)  # longest first; forward maps hx and h_n
-            return x, lens.to(x.device), True
-        x = check.tensor("input", input)
-        batched = check.input_rank("input", x, (2, 3))
-        check.feature_size("input", x, self.input_size)
-        check.matches_params("input", x, ref)
-        if not batched:
-            x = x.unsqueeze(1)
-        elif self.batch_first:
-            x = x.transpose(0, 1)
-        check.nonempty("input", x, {"T (time steps)": 0, "B (batch size)": 1})
-        lens = None
-        if lengths is not None:
-            lens = check.lengths(lengths, x.shape[1], x.shape[0], x.device)
-        return x, lens, batched
-
-    def _check_state(self, hx: object, x: Tensor, batched: bool) -> tuple[Tensor, ...]:
-        """Validate ``hx`` (or make zeros); return time-major, batched state tensors."""
-        shapes = self._state_shapes(x.shape[1])
-        names = ["hx[0] (h_0)", "hx[1] (c_0)"] if len(shapes) == 2 else ["hx"]
-        if hx is None:
-            return tuple(x.new_zeros(s) for s in shapes)
-        if len(shapes) == 2:
-            if not (isinstance(hx, tuple | list) and len(hx) == 2):
-                raise TypeError(
-                    f"hx: expected a tuple (h_0, c_0) of tensors, got {type(hx).__name__}"
-                )
-            given = tuple(hx)
-        else:
-            if isinstance(hx, tuple | list):
-                raise TypeError("hx: expected a single tensor h_0, got a tuple")
-            given = (hx,)
-        states = []
-        for name, h, shape in zip(names, given, shapes):
-            h = check.tensor(name, h)
-            expected = shape if batched else (shape[0], shape[2])
-            what = "num_layers * num_directions, batch, hidden" if batched else "unbatched"
-            check.same_shape(name, h, expected, what)
-            check.matches_params(name, h, x)
-            states.append(h if batched else h.unsqueeze(1))
-        return tuple(states)
 
     def forward(
         self, input: Tensor | PackedSequence, hx: Any = None, *, lengths: Any = None
     ) -> tuple[Tensor | PackedSequence, Any]:
-        x, lens, batched = self._check_input(input, lengths)
-        state = self._check_state(hx, x, batched)
+        x, lens, batched = seq.prepare_input(
+            input, lengths, self.input_size, self.batch_first, self.weight_ih_l0
+        )
+        state = seq.prepare_state(hx, x, batched, self._state_shapes(x.shape[1]))
         steps = x.shape[0]
         packed = isinstance(input, PackedSequence)
         mask = rev = order = None
@@ -278,7 +231,7 @@ class RNNBase(nn.Module):
         params = self._parameters
         check.matches_params("input", x, params["weight_ih_l0"])  # type: ignore[arg-type]
         check.nonempty("input", x, {"B (batch size)": 0})
-        state = self._check_state(hx, x.unsqueeze(0), batched=True)
+        state = seq.prepare_state(hx, x.unsqueeze(0), True, self._state_shapes(x.shape[0]))
         finals: list[list[Tensor]] = [[] for _ in state]
         new: tuple[Tensor, ...] = ()
         for layer, names in enumerate(self._step_names):
