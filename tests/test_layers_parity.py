@@ -120,3 +120,18 @@ def test_repr_matches_torch():
     ref = torch.nn.LSTM(4, 5, num_layers=2, bidirectional=True, proj_size=3, batch_first=True)
     ours = rnnlab.LSTM(4, 5, num_layers=2, bidirectional=True, proj_size=3, batch_first=True)
     assert repr(ours) == repr(ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "gru"])
+def test_reduced_precision_runs_on_the_reference_path(mode, dtype):
+    """Dtypes the fused kernels do not cover go to the reference path and agree with torch.nn
+    to the dtype's rounding; backward runs."""
+    from rnnlab import kernels
+
+    assert kernels.backend("cpu", dtype) == "reference"
+    ref, ours = pair(mode, I, H, dtype, num_layers=2, bidirectional=True)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    torch.testing.assert_close(ours(x)[0], ref(x)[0], atol=2e-2, rtol=2e-2)
+    ours(x, lengths=LENGTHS)[0].float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad.float()).all()
