@@ -38,6 +38,7 @@ class RNNBase(nn.Module):
     """Shared machinery of the three layers; use ``RNN``, ``LSTM`` or ``GRU``."""
 
     gates: int = 1
+    supports_proj: bool = False  # LSTMP's h_t = W_hr h_t
 
     def __init__(
         self,
@@ -67,6 +68,8 @@ class RNNBase(nn.Module):
                 f"proj_size: expected 0 (no projection) or 0 < proj_size < hidden_size="
                 f"{hidden_size}, got {proj_size}"
             )
+        if proj_size and not self.supports_proj:
+            raise ValueError(f"proj_size: supported by LSTM only, expected 0, got {proj_size}")
         self.proj_size = proj_size
         if dropout > 0 and num_layers == 1:
             warnings.warn(
@@ -274,20 +277,10 @@ class RNN(RNNBase):
         proj_size: int = 0,
     ) -> None:
         self.nonlinearity = check.choice("nonlinearity", nonlinearity, NONLINEARITIES)
-        if proj_size:
-            raise ValueError(f"proj_size: supported by LSTM only, expected 0, got {proj_size}")
         super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            0,
-            device,
-            dtype,
-        )
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            proj_size, device, dtype,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -310,6 +303,7 @@ class LSTM(RNNBase):
     """
 
     gates = 4
+    supports_proj = True
 
     def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
         n = self.num_layers * self.num_directions
@@ -349,20 +343,10 @@ class GRU(RNNBase):
         reset: str = "after",
     ) -> None:
         self.reset = check.choice("reset", reset, GRU_RESETS)
-        if proj_size:
-            raise ValueError(f"proj_size: supported by LSTM only, expected 0, got {proj_size}")
         super().__init__(
-            input_size,
-            hidden_size,
-            num_layers,
-            bias,
-            batch_first,
-            dropout,
-            bidirectional,
-            0,
-            device,
-            dtype,
-        )
+            input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+            proj_size, device, dtype,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         s = super().extra_repr()

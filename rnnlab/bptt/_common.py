@@ -71,3 +71,8 @@ def add(a: Tensor | None, b: Tensor | None) -> Tensor | None:
 def freeze(m: Tensor | None, new: Tensor, old: Tensor) -> Tensor:
     """Carried state: the new one on valid steps, the old one on padding."""
     return new if m is None else torch.where(m, new, old)
+
+
+def by_needs(needs: Sequence[bool], *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+    """The gradients autograd asked for (``ctx.needs_input_grad``), ``None`` elsewhere."""
+    return tuple(g if n else None for g, n in zip(grads, needs, strict=True))

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._common import entering, freeze, gemm_tn, input_grads, project, split_masked, steps_of
+from ._common import by_needs, entering, freeze, gemm_tn, input_grads, project, split_masked, steps_of
 
 
 def _affine(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
@@ -85,16 +85,7 @@ class GRUFunction(torch.autograd.Function):
         dx, dh0, dw_ih, dw_hh, db_ih, db_hh = gru_backward(
             dhs, dws, x, mask, h0, w_ih, w_hh, hs, ws, ctx.after, needs[0]
         )
-        return (
-            dx,
-            None,
-            dh0 if needs[2] else None,
-            dw_ih if needs[3] else None,
-            dw_hh if needs[4] else None,
-            db_ih if needs[5] else None,
-            db_hh if needs[6] else None,
-            None,
-        )
+        return by_needs(needs, dx, None, dh0, dw_ih, dw_hh, db_ih, db_hh, None)
 
 
 def gru_backward(

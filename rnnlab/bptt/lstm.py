@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._common import add, entering, freeze, gemm_tn, input_grads, project, split_masked, steps_of
+from ._common import add, by_needs, entering, freeze, gemm_tn, input_grads, project, split_masked, steps_of
 
 
 class LSTMFunction(torch.autograd.Function):
@@ -80,17 +80,7 @@ class LSTMFunction(torch.autograd.Function):
         dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = lstm_backward(
             dhs, dcs, dgates, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates, needs[0]
         )
-        return (
-            dx,
-            None,
-            dh0 if needs[2] else None,
-            dc0 if needs[3] else None,
-            dw_ih if needs[4] else None,
-            dw_hh if needs[5] else None,
-            db if needs[6] else None,
-            db if needs[7] else None,
-            dw_hr if needs[8] else None,
-        )
+        return by_needs(needs, dx, None, dh0, dc0, dw_ih, dw_hh, db, db, dw_hr)
 
 
 def lstm_backward(

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._common import add, entering, freeze, gemm_tn, input_grads, project, split_masked, steps_of
+from ._common import add, by_needs, entering, freeze, gemm_tn, input_grads, project, split_masked, steps_of
 
 
 class RNNFunction(torch.autograd.Function):
@@ -61,16 +61,7 @@ class RNNFunction(torch.autograd.Function):
         dx, dh0, dw_ih, dw_hh, db = rnn_backward(
             dhs, x, mask, h0, w_ih, w_hh, hs, ctx.nonlinearity, needs[0]
         )
-        return (
-            dx,
-            None,
-            dh0 if needs[2] else None,
-            dw_ih if needs[3] else None,
-            dw_hh if needs[4] else None,
-            db if needs[5] else None,
-            db if needs[6] else None,
-            None,
-        )
+        return by_needs(needs, dx, None, dh0, dw_ih, dw_hh, db, db, None)
 
 
 def rnn_backward(
