@@ -7,20 +7,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 
 import torch
 
 import rnnlab
-
-
-def cpu_model() -> str:
-    for line in (
-        Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
-    ):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
+from rnnlab.bench.run import cpu_model
 
 
 def saved_bytes(layer: torch.nn.Module, x: torch.Tensor) -> int:

@@ -29,7 +29,7 @@ NONLINEARITIES = ("tanh", "relu")
 GRU_RESETS = ("after", "before")
 
 
-def _affine(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+def affine(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     """``x @ w.T + b`` as one fused call (``b`` may be absent)."""
     return torch.addmm(b, x, w.t()) if b is not None else x @ w.t()
 
@@ -50,7 +50,7 @@ def rnn_cell(
 
     Shape: ``x (B, I)``, ``h (B, H)``, ``weight_ih (H, I)``, ``weight_hh (H, H)`` → ``(B, H)``.
     """
-    a = _affine(x, weight_ih, bias_ih) + _affine(h, weight_hh, bias_hh)  # (B, H)
+    a = affine(x, weight_ih, bias_ih) + affine(h, weight_hh, bias_hh)  # (B, H)
     if nonlinearity == "tanh":
         return torch.tanh(a)
     if nonlinearity == "relu":
@@ -83,7 +83,7 @@ def lstm_cell(
     Shape: ``x (B, I)``, ``state = (h (B, P or H), c (B, H))`` → ``(h_t, c_t)``.
     """
     h, c = state
-    gates = _affine(x, weight_ih, bias_ih) + _affine(h, weight_hh, bias_hh)  # (B, 4H)
+    gates = affine(x, weight_ih, bias_ih) + affine(h, weight_hh, bias_hh)  # (B, 4H)
     i, f, g, o = gates.chunk(4, dim=1)  # (B, H) each
     i, f, g, o = torch.sigmoid(i), torch.sigmoid(f), torch.tanh(g), torch.sigmoid(o)
     c_t = f * c + i * g  # (B, H)
@@ -121,10 +121,10 @@ def gru_cell(
     Shape: ``x (B, I)``, ``h (B, H)``, ``weight_ih (3H, I)``, ``weight_hh (3H, H)`` → ``(B, H)``.
     """
     hidden = h.shape[-1]
-    gi = _affine(x, weight_ih, bias_ih)  # (B, 3H)
+    gi = affine(x, weight_ih, bias_ih)  # (B, 3H)
     i_r, i_z, i_n = gi.chunk(3, dim=1)
     if reset == "after":
-        gh = _affine(h, weight_hh, bias_hh)  # (B, 3H)
+        gh = affine(h, weight_hh, bias_hh)  # (B, 3H)
         h_r, h_z, h_n = gh.chunk(3, dim=1)
         r = torch.sigmoid(i_r + h_r)
         z = torch.sigmoid(i_z + h_z)
@@ -132,10 +132,10 @@ def gru_cell(
     elif reset == "before":
         b_rz = bias_hh[: 2 * hidden] if bias_hh is not None else None
         b_n = bias_hh[2 * hidden :] if bias_hh is not None else None
-        h_r, h_z = _affine(h, weight_hh[: 2 * hidden], b_rz).chunk(2, dim=1)
+        h_r, h_z = affine(h, weight_hh[: 2 * hidden], b_rz).chunk(2, dim=1)
         r = torch.sigmoid(i_r + h_r)
         z = torch.sigmoid(i_z + h_z)
-        n = torch.tanh(i_n + _affine(r * h, weight_hh[2 * hidden :], b_n))
+        n = torch.tanh(i_n + affine(r * h, weight_hh[2 * hidden :], b_n))
     else:
         raise ValueError(f"reset: expected one of {GRU_RESETS}, got {reset!r}")
     return (1 - z) * n + z * h  # (B, H)

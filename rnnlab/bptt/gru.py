@@ -26,11 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..cells import affine
 from ._common import by_needs, entering, freeze, gemm_tn, input_grads, project, split_masked, steps_of
-
-
-def _affine(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-    return torch.addmm(b, x, w.t()) if b is not None else x @ w.t()
 
 
 class GRUFunction(torch.autograd.Function):
@@ -60,14 +57,14 @@ class GRUFunction(torch.autograd.Function):
         h = h0
         for t, m in zip(range(steps), steps_of(mask, steps)):
             g, w = gi[t], ws[t]
-            w[:, : 2 * hid] = torch.sigmoid(g[:, : 2 * hid] + _affine(h, w_rz, b_rz))  # r, z
+            w[:, : 2 * hid] = torch.sigmoid(g[:, : 2 * hid] + affine(h, w_rz, b_rz))  # r, z
             r, z = w[:, :hid], w[:, hid : 2 * hid]
             if after:
-                hn = _affine(h, w_n, b_n)  # W_hn h + b_hn
+                hn = affine(h, w_n, b_n)  # W_hn h + b_hn
                 w[:, 3 * hid :] = hn
                 n = torch.tanh(g[:, 2 * hid :] + r * hn)
             else:
-                n = torch.tanh(g[:, 2 * hid :] + _affine(r * h, w_n, b_n))
+                n = torch.tanh(g[:, 2 * hid :] + affine(r * h, w_n, b_n))
             w[:, 2 * hid : 3 * hid] = n
             hs[t] = freeze(m, torch.lerp(n, h, z), h)  # (1 - z) ⊙ n + z ⊙ h
             h = hs[t]
