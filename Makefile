@@ -11,7 +11,7 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml setup.py $(wildcard rnnlab/kernels/csrc/*)
 	$(PY) -m pip install --quiet torch==2.13.0 "setuptools>=64" wheel
-	$(PY) -m pip install --quiet --no-build-isolation -e ".[dev]"
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[dev,apps]"
 	touch $(STAMP)
 
 demo: $(STAMP)

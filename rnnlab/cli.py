@@ -1,75 +1,286 @@
-"""The ``rnnlab`` command line."""
+"""The ``rnnlab`` command line: train, eval, sample, demo, bench.
+
+Options resolve in this order, later winning: built-in defaults → the task's defaults → a TOML
+file given with ``--config`` (keys are option names, ``-`` or ``_``; tables are flattened) →
+options on the command line.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
+import sys
+from typing import Any
 
-from .demo import DemoConfig, run_demo
+from .data.fetch import DataUnavailable
+from .tasks import TASKS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+S = argparse.SUPPRESS
+DEFAULTS: dict[str, Any] = {
+    "data": None,
+    "series": "sunspots",
+    "text_col": "review",
+    "label_col": "score",
+    "value_col": "value",
+    "cell": "lstm",
+    "reset": "after",
+    "nonlinearity": "tanh",
+    "hidden": 256,
+    "layers": 1,
+    "dropout": 0.0,
+    "embed": 64,
+    "tie": False,
+    "pool": "last",
+    "batch_size": 32,
+    "bptt": 100,
+    "val_fraction": 0.05,
+    "min_freq": 2,
+    "max_len": 300,
+    "window": None,
+    "horizon": None,
+    "test_size": None,
+    "season": None,
+    "arima": None,
+    "epochs": 0,
+    "steps": 0,
+    "time_budget": 0.0,
+    "lr": 2e-3,
+    "optimizer": "adam",
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "clip": 1.0,
+    "schedule": "cosine",
+    "warmup": 0,
+    "min_lr": 0.05,
+    "patience": 0,
+    "eval_every": 0,
+    "ckpt_every": 0,
+    "log_every": 20,
+    "seed": 0,
+    "out": None,
+    "resume": False,
+    "progress": True,
+    "threads": 0,
+    "prompt": "",
+}
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "charlm": {"epochs": 1, "eval_every": 500, "lr": 3e-3},
+    "wordlm": {"epochs": 2, "bptt": 35, "embed": 128, "min_freq": 3, "eval_every": 500},
+    "classify": {
+        "hidden": 128,
+        "embed": 64,
+        "epochs": 8,
+        "patience": 3,
+        "dropout": 0.3,
+        "lr": 2e-3,
+        "schedule": "none",
+    },
+    "forecast": {"hidden": 64, "epochs": 60, "lr": 3e-3, "log_every": 5},
+}
+DEMO = {
+    "task": "charlm",
+    "cell": "lstm",
+    "hidden": 256,
+    "time_budget": 4.0,
+    "eval_every": 1000,
+    "out": "runs/demo",
+    "prompt": "ROMEO.\n",
+}
+
+EXAMPLES = """examples:
+  rnnlab train --task charlm --cell lstm --time-budget 6 --out runs/charlm     # Shakespeare
+  rnnlab train --task wordlm --cell gru --epochs 1
+  rnnlab train --task charlm --data my_book.txt --hidden 512 --layers 2
+  rnnlab train --task classify                   # Amazon fine-food reviews -> rating
+  rnnlab train --task classify --data reviews.csv --text-col text --label-col stars
+  rnnlab train --task forecast --series co2      # or --data series.csv --value-col y --window 48 ...
+  rnnlab train --config configs/charlm.toml --lr 1e-3   # TOML, then command-line overrides
+  rnnlab train --out runs/charlm --resume        # continue exactly where a run stopped
+  torchrun --nproc_per_node=2 -m rnnlab train --task charlm --steps 200   # data-parallel (DDP)"""
 
 
-def _demo(args: argparse.Namespace) -> int:
-    rows = []
-    for steps in args.steps:
-        cfg = DemoConfig(steps=steps, hidden=args.hidden, iters=args.iters, seed=args.seed)
-        rows += [{"T": steps, **r} for r in run_demo(cfg)]
-    print("\nTest accuracy (chance 12.5%):")
-    cells = list(dict.fromkeys(str(r["cell"]) for r in rows))
-    print(f"  {'T':>4}  " + "  ".join(f"{c:>11}" for c in cells))
-    for steps in args.steps:
-        accs = [r["accuracy"] for r in rows if r["T"] == steps]
-        print(f"  {steps:>4}  " + "  ".join(f"{a:>11.1%}" for a in accs))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "demo_results.json").write_text(json.dumps(rows, indent=2))
-    print(f"Saved {out / 'demo_results.json'}")
-    print("Next: `make test`, or swap torch.nn.LSTM for rnnlab.LSTM in your own model.")
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    def opt(name: str, help: str, **kw: Any) -> None:
+        dest = name.lstrip("-").replace("-", "_")
+        default = DEFAULTS.get(dest)
+        shown = "" if default in (None, False, "") or kw.get("action") else f" (default {default})"
+        p.add_argument(name, dest=dest, default=S, help=help + shown, **kw)
+
+    opt("--config", "TOML file of options (command-line options override it)", metavar="FILE")
+    opt("--task", f"what to train (default charlm): {', '.join(TASKS)}", choices=TASKS)
+    g = p.add_argument_group("data")
+    opt("--data", "your own data: a UTF-8 text file (LMs) or a CSV file (classify, forecast)")
+    opt("--series", "built-in series for forecast: sunspots or co2", choices=("sunspots", "co2"))
+    for col, what in (("--text-col", "text"), ("--label-col", "label"), ("--value-col", "value")):
+        opt(col, f"CSV column holding the {what}")
+    opt("--val-fraction", "held-out tail of an LM corpus", type=float)
+    opt("--min-freq", "word vocabulary: keep words seen this often", type=int)
+    opt("--max-len", "classify: words kept per text", type=int)
+    for name, what in (
+        ("--window", "past values fed in"),
+        ("--horizon", "values forecast at once"),
+        ("--test-size", "points in each of the val and test tails"),
+        ("--season", "season length for seasonal-naive"),
+    ):
+        opt(name, f"forecast: {what} (preset per built-in series)", type=int)
+    opt("--arima", "forecast: ARIMA order p,d,q for the baseline")
+    del g
+    opt("--cell", "recurrent cell", choices=("rnn", "lstm", "gru"))
+    opt("--reset", "GRU reset placement (after: torch/cuDNN; before: Cho 2014)", choices=("after", "before"))
+    opt("--nonlinearity", "RNN nonlinearity", choices=("tanh", "relu"))
+    for name, what, typ in (
+        ("--hidden", "hidden units", int),
+        ("--layers", "stacked layers", int),
+        ("--dropout", "dropout between layers and before the head", float),
+        ("--embed", "embedding size", int),
+    ):
+        opt(name, what, type=typ)
+    opt("--tie", "LM: tie the embedding and output weights", action="store_true")
+    opt("--pool", "classify: how to read the sequence", choices=("last", "mean", "max"))
+    opt("--batch-size", "sequences per step (global, over all processes)", type=int)
+    opt("--bptt", "LM: steps per truncated-BPTT window", type=int)
+    for name, what, typ in (
+        ("--epochs", "passes over the data (0: no limit)", int),
+        ("--steps", "optimizer steps in all (0: no limit)", int),
+        ("--time-budget", "minutes of training (0: no limit)", float),
+        ("--lr", "learning rate", float),
+        ("--momentum", "SGD momentum", float),
+        ("--weight-decay", "weight decay", float),
+        ("--clip", "max gradient norm (0: off)", float),
+        ("--warmup", "warm-up steps", int),
+        ("--min-lr", "cosine floor (fraction)", float),
+        ("--patience", "early stopping: evaluations without improvement (0: off)", int),
+        ("--eval-every", "steps between evaluations (0: each epoch)", int),
+        ("--ckpt-every", "steps between checkpoints (0: at evaluations)", int),
+        ("--log-every", "steps between metric records", int),
+        ("--seed", "random seed", int),
+        ("--threads", "torch threads (0: torch's default)", int),
+    ):
+        opt(name, what, type=typ)
+    opt("--optimizer", "optimizer", choices=("adam", "sgd"))
+    opt("--schedule", "learning-rate schedule", choices=("none", "cosine", "plateau"))
+    opt("--out", "run folder (default runs/<task>-<cell>)")
+    opt("--resume", "continue from <out>/last.safetensors", action="store_true")
+    opt("--no-progress", "no progress bar", action="store_false")
+    opt("--prompt", "LM: prompt for the sample printed after training")
+
+
+def _options(args: argparse.Namespace, preset: dict[str, Any] | None = None) -> dict[str, Any]:
+    given = {
+        k.replace("no_progress", "progress"): v for k, v in vars(args).items() if k not in ("func", "command")
+    }
+    toml: dict[str, Any] = {}
+    if "config" in given:
+        with open(given.pop("config"), "rb") as f:
+            raw = tomllib.load(f)
+        flat = {}
+        for k, v in raw.items():
+            flat.update(v if isinstance(v, dict) else {k: v})
+        toml = {k.replace("-", "_"): v for k, v in flat.items()}
+        unknown = sorted(set(toml) - set(DEFAULTS) - {"task"})
+        if unknown:
+            raise ValueError(
+                f"config: expected option names like {sorted(DEFAULTS)[:4]}..., got unknown {unknown}"
+            )
+    task = given.get("task") or toml.get("task") or (preset or {}).get("task") or "charlm"
+    chosen = {**(preset or {}), **toml, **given}
+    if "epochs" not in chosen and (chosen.get("steps") or chosen.get("time_budget")):
+        chosen["epochs"] = 0  # a step or time limit replaces the task's default epoch count
+    opts = {**DEFAULTS, **TASK_DEFAULTS[task], **chosen, "task": task}
+    opts["out"] = opts["out"] or f"runs/{task}-{opts['cell']}"
+    return opts
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import commands
+
+    commands.train(_options(args))
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
-    from .bench.run import main as bench_main
+def _demo(args: argparse.Namespace) -> int:
+    from . import commands
 
-    threads = tuple(int(t) for t in args.threads.split(","))
-    cmd = "rnnlab bench" + (" --quick" if args.quick else "") + f" --threads {args.threads}"
-    bench_main(quick=args.quick, threads_list=threads, reps=args.reps, out_json=args.json,
-               out_md=None if args.no_markdown else args.markdown, command=cmd)
+    return commands.demo(_options(args, DEMO))
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from . import commands
+
+    commands.evaluate(args.checkpoint, args.split, args.data)
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from . import commands
+
+    commands.sample_cmd(args.checkpoint, args.prompt, args.length, args.temperature, args.top_k, args.seed)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="rnnlab",
-        description="Elman RNN, LSTM and GRU from their equations (torch.nn-compatible).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  rnnlab demo\n  rnnlab demo --steps 20 50 --iters 1500\n  rnnlab bench --quick",
+        formatter_class=fmt,
+        epilog=EXAMPLES,
+        description="Elman RNN, LSTM and GRU from their equations: train, "
+        "evaluate and sample models on real data.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser(
+    tr = sub.add_parser(
+        "train", help="train a model (LM, classifier, forecaster)", formatter_class=fmt, epilog=EXAMPLES
+    )
+    _add_train_options(tr)
+    tr.set_defaults(func=_train)
+    dm = sub.add_parser(
         "demo",
-        help="train RNN, LSTM and GRU on a long-range recall task and compare",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  rnnlab demo --steps 60 --out runs/demo",
+        help="the main job: an LSTM char-LM on Shakespeare in ~4 minutes",
+        formatter_class=fmt,
+        epilog="examples:\n  rnnlab demo\n  rnnlab demo --time-budget 2",
     )
-    demo.add_argument(
-        "--steps",
-        type=int,
-        nargs="+",
-        default=[10, 30, 60],
-        help="sequence lengths T to remember across (one run per T)",
+    _add_train_options(dm)
+    dm.set_defaults(func=_demo)
+    ev = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint (with the task's baselines)",
+        formatter_class=fmt,
+        epilog="examples:\n  rnnlab eval runs/charlm/best.safetensors\n"
+        "  rnnlab eval runs/classify-lstm/best.safetensors --split test",
     )
-    demo.add_argument("--hidden", type=int, default=64, help="hidden units per cell")
-    demo.add_argument("--iters", type=int, default=800, help="Adam steps per cell and T")
-    demo.add_argument("--seed", type=int, default=0, help="random seed")
-    demo.add_argument("--out", default="runs/demo", help="folder for demo_results.json")
-    demo.set_defaults(func=_demo)
+    ev.add_argument("checkpoint", help="a .safetensors checkpoint written by rnnlab train")
+    ev.add_argument("--split", default="val", choices=("val", "test"), help="held-out part (default val)")
+    ev.add_argument("--data", default=None, help="the data file, if it moved since training")
+    ev.set_defaults(func=_eval)
+    sa = sub.add_parser(
+        "sample",
+        help="generate text from a language-model checkpoint",
+        formatter_class=fmt,
+        epilog="examples:\n  rnnlab sample runs/demo/best.safetensors --prompt 'ROMEO.' "
+        "--length 400\n  rnnlab sample CKPT --temperature 0.5 --top-k 10 --seed 3",
+    )
+    sa.add_argument("checkpoint", help="a language-model checkpoint")
+    sa.add_argument("--prompt", default="", help="text to start from (default: a line break)")
+    sa.add_argument("--length", type=int, default=300, help="tokens to generate (default 300)")
+    sa.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (default 1.0)")
+    sa.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest (default 0: all)")
+    sa.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sa.set_defaults(func=_sample)
+    _add_bench(sub, fmt)
+    return parser
+
+
+def _add_bench(sub: Any, fmt: type) -> None:
     bench = sub.add_parser(
         "bench",
         help="time rnnlab vs torch.nn side by side (shared/BENCH.md grid)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  rnnlab bench                 # full grid, 2 then 1 thread(s)\n"
-        "  rnnlab bench --quick --no-markdown",
+        formatter_class=fmt,
+        epilog="examples:\n  rnnlab bench                 # full grid, "
+        "2 then 1 thread(s)\n  rnnlab bench --quick --no-markdown",
     )
     bench.add_argument("--quick", action="store_true", help="a few small cases (smoke test)")
     bench.add_argument("--threads", default="2,1", help="comma-separated thread counts")
@@ -78,9 +289,28 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--markdown", default="BENCHMARKS.md", help="file whose table to update")
     bench.add_argument("--no-markdown", action="store_true", help="do not touch BENCHMARKS.md")
     bench.set_defaults(func=_bench)
-    return parser
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from .bench.run import main as bench_main
+
+    threads = tuple(int(t) for t in args.threads.split(","))
+    cmd = "rnnlab bench" + (" --quick" if args.quick else "") + f" --threads {args.threads}"
+    bench_main(
+        quick=args.quick,
+        threads_list=threads,
+        reps=args.reps,
+        out_json=args.json,
+        out_md=None if args.no_markdown else args.markdown,
+        command=cmd,
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (ValueError, FileNotFoundError, DataUnavailable) as err:
+        print(f"rnnlab {args.command}: error: {err}", file=sys.stderr)
+        return 2
