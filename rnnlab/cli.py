@@ -271,7 +271,114 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     sa.set_defaults(func=_sample)
     _add_bench(sub, fmt)
+    _add_lab(sub, fmt)
     return parser
+
+
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",") if v]
+
+
+def _add_lab(sub: Any, fmt: type) -> None:
+    ex = sub.add_parser(
+        "experiment",
+        help="long-range tasks: RNN vs LSTM vs GRU (and ablations)",
+        formatter_class=fmt,
+        epilog="examples:\n  rnnlab experiment long-range --quick\n"
+        "  rnnlab experiment long-range                 # full: 3 tasks, T up to 200, 3 seeds\n"
+        "  rnnlab experiment long-range --quick --ablation forget-bias --out runs/ablation-fb\n"
+        "  rnnlab experiment long-range --tasks order --lengths 50,100 --iters 4000",
+    )
+    ex.add_argument("which", choices=("long-range",), help="the experiment")
+    ex.add_argument(
+        "--quick", action="store_true", help="the <=10-minute setting (adding problem, T 20/50/100)"
+    )
+    ex.add_argument(
+        "--ablation",
+        default="none",
+        choices=("none", "forget-bias", "clipping", "gru-reset", "radius"),
+        help="compare variants instead of the three cells (default none)",
+    )
+    ex.add_argument("--tasks", default="", help="comma-separated: adding,order,copy (default: the setting's)")
+    ex.add_argument("--cells", default="rnn,lstm,gru", help="cells compared (default rnn,lstm,gru)")
+    ex.add_argument("--lengths", default="", help="comma-separated T values (default: the setting's)")
+    ex.add_argument("--seeds", type=int, default=0, help="number of seeds (default: the setting's)")
+    ex.add_argument("--iters", type=int, default=0, help="max Adam steps per run (default: the setting's)")
+    ex.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ex.add_argument("--out", default="runs/long-range", help="results folder (default runs/long-range)")
+    ex.set_defaults(func=_experiment)
+    an = sub.add_parser(
+        "analyze",
+        help="gradient flow through time, or the gates of a trained model",
+        formatter_class=fmt,
+        epilog="examples:\n  rnnlab analyze gradients\n  rnnlab analyze gates runs/demo/best.safetensors",
+    )
+    an.add_argument("what", choices=("gradients", "gates"), help="the analysis")
+    an.add_argument("checkpoint", nargs="?", help="gates: a char-LM checkpoint (LSTM or GRU)")
+    an.add_argument("--steps", type=int, default=100, help="gradients: sequence length T (default 100)")
+    an.add_argument("--train-iters", type=int, default=1500, help="gradients: training steps (default 1500)")
+    an.add_argument(
+        "--chars", type=int, default=3000, help="gates: characters of held-out text (default 3000)"
+    )
+    an.add_argument("--out", default=None, help="folder (default runs/gradients or runs/gates)")
+    an.set_defaults(func=_analyze)
+    rp = sub.add_parser(
+        "report",
+        help="one self-contained HTML page of the results under runs/",
+        formatter_class=fmt,
+        epilog="example:\n  rnnlab report --runs runs --out runs/report.html",
+    )
+    rp.add_argument("--runs", default="runs", help="folder holding the result folders (default runs)")
+    rp.add_argument("--out", default="runs/report.html", help="HTML file to write (default runs/report.html)")
+    rp.set_defaults(func=_report)
+
+
+def _experiment(args: argparse.Namespace) -> int:
+    import torch
+
+    from .experiments.suite import SETTINGS, long_range
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    setting = "quick" if args.quick else "full"
+    seeds = list(range(args.seeds)) if args.seeds else None
+    cmd = (
+        "rnnlab " + " ".join(sys.argv[1:])
+        if sys.argv[1:2] == ["experiment"]
+        else f"rnnlab experiment {setting}"
+    )
+    print(f"[rnnlab] long-range experiment, {setting} setting: {SETTINGS[setting]}", flush=True)
+    long_range(
+        setting,
+        args.out,
+        ablation=args.ablation,
+        tasks=[t for t in args.tasks.split(",") if t] or None,
+        cells=[c for c in args.cells.split(",") if c],
+        lengths=_ints(args.lengths) or None,
+        seeds=seeds,
+        iters=args.iters or None,
+        command=cmd,
+    )
+    return 0
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from .analysis import run
+
+    if args.what == "gradients":
+        run.gradients(args.out or "runs/gradients", steps=args.steps, train_iters=args.train_iters)
+        return 0
+    if not args.checkpoint:
+        raise ValueError("checkpoint: expected a char-LM checkpoint path for `analyze gates`, got none")
+    run.gates(args.checkpoint, args.out or "runs/gates", chars=args.chars)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .analysis.report import build
+
+    print(f"wrote {build(args.runs, args.out)}")
+    return 0
 
 
 def _add_bench(sub: Any, fmt: type) -> None:

@@ -47,7 +47,9 @@ def make_layer(cfg: ModelConfig, input_size: int) -> RNNBase:
     """The recurrent layer stack named by ``cfg.cell`` (batch-first)."""
     if cfg.cell not in CELLS:
         raise ValueError(f"cell: expected one of {CELLS}, got {cfg.cell!r}")
-    kw: dict[str, Any] = {"num_layers": cfg.layers, "dropout": cfg.dropout, "batch_first": True}
+    # torch applies layer dropout between layers only; the heads apply cfg.dropout themselves
+    drop = cfg.dropout if cfg.layers > 1 else 0.0
+    kw: dict[str, Any] = {"num_layers": cfg.layers, "dropout": drop, "batch_first": True}
     if cfg.cell == "rnn":
         return RNN(input_size, cfg.hidden, nonlinearity=cfg.nonlinearity, **kw)
     if cfg.cell == "gru":

@@ -1,0 +1,1 @@
+"""Analyses of trained and untrained models: gradient flow, gates, the HTML report."""

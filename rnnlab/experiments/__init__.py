@@ -1,0 +1,1 @@
+"""Runs that turn the seed's claims into measurements."""
