@@ -24,19 +24,12 @@ from ..models import ModelConfig, make_layer
 # per task: input/output sizes, the metric, its baseline at length T, when it counts as solved, and
 # when a run may stop early (checked on the validation batch)
 TASKS: dict[str, dict[str, Any]] = {
-    "adding": {
-        "io": (2, 1),
-        "metric": "mse",
-        "baseline": lambda T: syn.ADDING_BASELINE,
-        "solved": lambda m: m <= 0.01,
-    },
-    "order": {"io": (8, 4), "metric": "accuracy", "baseline": lambda T: 0.25, "solved": lambda m: m >= 0.95},
-    "copy": {
-        "io": (10, 10),
-        "metric": "cross_entropy",
-        "baseline": syn.copy_baseline,
-        "solved": lambda m: m <= 0.01,
-    },
+    "adding": {"io": (2, 1), "metric": "mse", "baseline": lambda T: syn.ADDING_BASELINE,
+               "solved": lambda m: m <= 0.01, "stop": lambda m: m <= 0.005},
+    "order": {"io": (8, 4), "metric": "accuracy", "baseline": lambda T: 0.25,
+              "solved": lambda m: m >= 0.95, "stop": lambda m: m >= 0.98},
+    "copy": {"io": (10, 10), "metric": "cross_entropy", "baseline": syn.copy_baseline,
+             "solved": lambda m: m <= 0.01, "stop": lambda m: m <= 0.005},
 }
 
 
