@@ -316,7 +316,7 @@ def _add_lab(sub: Any, fmt: type) -> None:
     an.add_argument("what", choices=("gradients", "gates"), help="the analysis")
     an.add_argument("checkpoint", nargs="?", help="gates: a char-LM checkpoint (LSTM or GRU)")
     an.add_argument("--steps", type=int, default=100, help="gradients: sequence length T (default 100)")
-    an.add_argument("--train-iters", type=int, default=1500, help="gradients: training steps (default 1500)")
+    an.add_argument("--train-iters", type=int, default=5000, help="gradients: max train steps (default 5000)")
     an.add_argument(
         "--chars", type=int, default=3000, help="gates: characters of held-out text (default 3000)"
     )

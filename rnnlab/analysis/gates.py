@@ -89,8 +89,11 @@ def text_features(text: str) -> dict[str, Tensor]:
             depth = max(0, depth - (ch in "])"))
             col.append(float(pos))
             caps.append(speaker)
-    return {"inside brackets": torch.tensor(inside), "position in line": torch.tensor(col),
-            "speaker-name line": torch.tensor(caps)}
+    return {
+        "inside brackets": torch.tensor(inside),
+        "position in line": torch.tensor(col),
+        "speaker-name line": torch.tensor(caps),
+    }
 
 
 def find_units(acts: Tensor, feats: dict[str, Tensor]) -> dict[str, dict[str, float]]:

@@ -39,7 +39,12 @@ def state_gradients(model: SeqModel, x: Tensor, target: Tensor) -> Tensor:
 
 
 def measure(
-    steps: int = 100, train_iters: int = 1500, hidden: int = 64, seed: int = 0, batch: int = 64
+    steps: int = 100,
+    train_iters: int = 5000,
+    hidden: int = 64,
+    seed: int = 0,
+    batch: int = 64,
+    lr: float = 2e-3,
 ) -> dict[str, Any]:
     """Norms by lag for every case, at initialisation and after training on the adding problem."""
     gen = torch.Generator().manual_seed(1234)
@@ -50,7 +55,7 @@ def measure(
         torch.manual_seed(seed)
         fresh = SeqModel(spec, hidden)
         at_init = state_gradients(fresh, probe.x, probe.y)
-        trained_row, trained = _train(spec, train_iters, hidden, batch)
+        trained_row, trained = _train(spec, train_iters, hidden, batch, lr)
         after = state_gradients(trained, probe.x, probe.y)
         with torch.no_grad():
             _, mse = loss_and_metric(trained.eval(), "adding", probe)
@@ -63,15 +68,22 @@ def measure(
     return result
 
 
-def _train(spec: Spec, iters: int, hidden: int, batch: int) -> tuple[dict[str, Any], SeqModel]:
+def _train(spec: Spec, iters: int, hidden: int, batch: int, lr: float) -> tuple[dict[str, Any], SeqModel]:
+    """Train on the adding problem (stopping early once solved) and return the model."""
     box: dict[str, SeqModel] = {}
-    row = run(spec, iters, batch=batch, hidden=hidden, keep=box)
+    row = run(spec, iters, batch=batch, hidden=hidden, lr=lr, keep=box)
     return row, box["model"]
 
 
 def decay(norms: list[float], lag: int) -> float:
     """How many times smaller the gradient is ``lag`` steps back than at the last step."""
     return norms[0] / max(norms[lag], 1e-300)
+
+
+def ratios(norms: list[float]) -> dict[str, float]:
+    """‖∂L/∂h_t‖ relative to lag 0: at the longest lag, and the smallest and largest over all lags."""
+    first = max(norms[0], 1e-300)
+    return {"last": norms[-1] / first, "min": min(norms) / first, "max": max(norms) / first}
 
 
 def plot(result: dict[str, Any], path: str) -> None:
@@ -89,7 +101,7 @@ def plot(result: dict[str, Any], path: str) -> None:
         ax.set_title(
             "at initialisation"
             if phase == "init"
-            else f"after ≤{result['train_iters']} steps on the adding problem"
+            else f"after training on the adding problem (≤ {result['train_iters']} steps)"
         )
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("‖∂L/∂h_t‖ / ‖∂L/∂h_T‖")

@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from .gradients import ratios
+
 PUBLISHED = [
     (
         "Adding problem",
@@ -124,26 +126,31 @@ def build(runs: str | Path, out: str | Path) -> Path:
     if (g / "gradients.json").exists():
         res = json.loads((g / "gradients.json").read_text())
         T = res["steps"]
-        rows = [
-            [
-                label,
-                f"{c['init'][0] / max(c['init'][T - 1], 1e-300):.3g}",
-                f"{c['trained'][0] / max(c['trained'][T - 1], 1e-300):.3g}",
-                f"{c['trained_mse']:.4f}",
-            ]
-            for label, c in res["cases"].items()
-        ]
+        rows = []
+        for label, c in res["cases"].items():
+            a, b = ratios(c["init"]), ratios(c["trained"])
+            rows.append(
+                [
+                    label,
+                    f"{a['last']:.2g} [{a['min']:.2g}, {a['max']:.2g}]",
+                    f"{b['last']:.2g} [{b['min']:.2g}, {b['max']:.2g}]",
+                    f"{c['trained_mse']:.4f}",
+                    c["train_iters"],
+                ]
+            )
         parts += [
             "<h2>Gradient flow through time</h2>",
             "<p>‖∂L/∂h_t‖ for a loss at the last step only, from the layers' own backward, "
-            "against the lag T − t (normalised by the value at lag 0).</p>",
+            "against the lag T − t, relative to its value at lag 0. Table: the ratio at the longest "
+            "lag [smallest, largest over all lags].</p>",
             _img(g / "gradients.png", "gradient norm by lag"),
             _table(
                 [
                     "model",
-                    f"‖∂L/∂h_T‖ / ‖∂L/∂h_1‖ at init (lag {T - 1})",
+                    f"at initialisation (lag {T - 1})",
                     "after training",
                     "adding MSE after training",
+                    "training steps",
                 ],
                 rows,
             ),

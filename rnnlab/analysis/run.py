@@ -12,18 +12,19 @@ from . import gates as G
 from . import gradients as grad
 
 
-def gradients(out: str | Path, steps: int = 100, train_iters: int = 1500, hidden: int = 64) -> dict[str, Any]:
+def gradients(out: str | Path, steps: int = 100, train_iters: int = 5000, hidden: int = 64) -> dict[str, Any]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = grad.measure(steps=steps, train_iters=train_iters, hidden=hidden)
     (out / "gradients.json").write_text(json.dumps(result))
     grad.plot(result, str(out / "gradients.png"))
-    print(f"‖∂L/∂h_t‖ at lag 0 over lag {steps - 1} (times smaller), T = {steps}:")
+    print(f"‖∂L/∂h_t‖ / ‖∂L/∂h_T‖ at lag {steps - 1} [smallest, largest over all lags], T = {steps}:")
     for label, case in result["cases"].items():
+        a, b = grad.ratios(case["init"]), grad.ratios(case["trained"])
         print(
-            f"  {label:26s} init {grad.decay(case['init'], steps - 1):10.3g}   "
-            f"trained {grad.decay(case['trained'], steps - 1):10.3g}   (adding MSE after training "
-            f"{case['trained_mse']:.4f}, {case['train_iters']} steps)"
+            f"  {label:24s} init {a['last']:9.2g} [{a['min']:.2g}, {a['max']:.2g}]  trained {b['last']:9.2g} "
+            f"[{b['min']:.2g}, {b['max']:.2g}]  (adding MSE {case['trained_mse']:.4f} after "
+            f"{case['train_iters']} steps)"
         )
     print(f"wrote {out}/gradients.json, gradients.png")
     return result
