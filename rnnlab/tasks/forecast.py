@@ -1,8 +1,9 @@
 """Multi-step time-series forecasting on a held-out tail (sunspots, CO2, or the user's CSV column).
 
 The series is split in time: train | val (``test_size`` points) | test (the last ``test_size``).
-Values are standardised with the training part's mean and std. The model reads ``window`` past
-values and emits the next ``horizon`` at once. Evaluation makes forecasts from origins every
+Values are standardised with the training part's mean and std, and each window is taken relative
+to its last value (so a trending level, as in CO2, does not leave the range seen in training). The
+model reads ``window`` past values and emits the next ``horizon`` at once. Evaluation makes forecasts from origins every
 ``horizon`` points across the tail (each from the true history up to its origin) and reports
 MAE/RMSE in the series' own units, beside naive (repeat the last value), seasonal-naive (repeat the
 last season) and ARIMA (statsmodels; fitted on the training part, applied at each origin).
@@ -66,8 +67,10 @@ class ForecastTask(Task):
         scaled = ((self.series - self.mean) / self.std).float()
         span = window + horizon
         starts = torch.arange(0, self.n_train - span + 1)
-        self.train_x = torch.stack([scaled[s : s + window] for s in starts])  # (N, window)
-        self.train_y = torch.stack([scaled[s + window : s + span] for s in starts])  # (N, horizon)
+        x = torch.stack([scaled[s : s + window] for s in starts])  # (N, window)
+        y = torch.stack([scaled[s + window : s + span] for s in starts])  # (N, horizon)
+        # relative to each window's last value: the level can drift past the training range (CO2)
+        self.train_x, self.train_y = x - x[:, -1:], y - x[:, -1:]
         self.scaled = scaled
 
     def origins(self, split: str) -> list[int]:
@@ -100,10 +103,12 @@ class ForecastTask(Task):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        x = torch.stack([self.scaled[o - self.window : o] for o in self.origins(split)])
-        pred = model(x).double() * self.std + self.mean  # (origins, horizon) in the series' units
+        x = torch.stack([self.scaled[o - self.window : o] for o in self.origins(split)])  # (O, window)
+        anchor = x[:, -1:]
+        scaled_pred = model(x - anchor) + anchor  # (O, horizon)
+        pred = scaled_pred.double() * self.std + self.mean  # in the series' units
         scaled_truth = torch.stack([self.scaled[o : o + self.horizon] for o in self.origins(split)])
-        loss = float(F.mse_loss(model(x).double(), scaled_truth.double()))
+        loss = float(F.mse_loss(scaled_pred.double(), scaled_truth.double()))
         return {"loss": loss, **self._score(pred, split)}
 
     def baselines(self, split: str) -> dict[str, dict[str, float]]:
