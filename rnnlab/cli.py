@@ -78,6 +78,7 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
         "dropout": 0.3,
         "lr": 2e-3,
         "schedule": "none",
+        "pool": "max",
     },
     "forecast": {"hidden": 64, "epochs": 60, "lr": 3e-3, "log_every": 5},
 }

@@ -140,5 +140,6 @@ def demo(opts: dict[str, Any]) -> int:
     print("  rnnlab train --task charlm --cell gru --time-budget 6 --out runs/charlm-gru")
     print("  rnnlab train --task classify      # Amazon reviews -> rating, vs bag-of-words")
     print("  rnnlab train --task forecast --series co2")
+    print("  rnnlab experiment long-range --quick   # the seed's claim: RNN vs LSTM vs GRU over long spans")
     print(f"  (loss curve: {out}/loss.png; metrics: {out}/metrics.csv)")
     return 0
