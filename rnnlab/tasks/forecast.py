@@ -3,10 +3,11 @@
 The series is split in time: train | val (``test_size`` points) | test (the last ``test_size``).
 Values are standardised with the training part's mean and std, and each window is taken relative
 to its last value (so a trending level, as in CO2, does not leave the range seen in training). The
-model reads ``window`` past values and emits the next ``horizon`` at once. Evaluation makes forecasts from origins every
-``horizon`` points across the tail (each from the true history up to its origin) and reports
-MAE/RMSE in the series' own units, beside naive (repeat the last value), seasonal-naive (repeat the
-last season) and ARIMA (statsmodels; fitted on the training part, applied at each origin).
+model reads ``window`` past values and emits the next ``horizon`` at once. Evaluation makes
+forecasts from origins every ``horizon`` points across the tail (each from the true history up to
+its origin) and reports MAE/RMSE in the series' own units, beside naive (repeat the last value),
+seasonal-naive (repeat the last season) and ARIMA (statsmodels; fitted on the training part,
+applied at each origin).
 """
 
 from __future__ import annotations
