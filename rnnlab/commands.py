@@ -48,6 +48,8 @@ def report(task: Task, model: torch.nn.Module, label: str, split: str) -> tuple[
 
 
 def _print_sample(model: LanguageModel, task: LanguageModelTask, prompt: str, length: int, seed: int) -> str:
+    if task.level == "char" and any(ch not in task.vocab.index for ch in prompt):
+        prompt = ""  # e.g. the demo's "ROMEO." on a user's corpus without capitals: start afresh
     print(f"\n--- sample (temperature 0.8, prompt {prompt!r}) ---\n{prompt}", end="", flush=True)
     text = ""
     for piece in sample(model, task.vocab, prompt, length, temperature=0.8, seed=seed):

