@@ -164,7 +164,7 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path):
         "--data",
         str(data),
         "--steps",
-        "400",
+        "800",
         "--ckpt-every",
         "20",
         "--eval-every",
@@ -197,7 +197,7 @@ def test_resume_after_sigkill_gives_the_same_weights(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     lines = [json.loads(x) for x in (killed / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in lines if r["split"] == "train"] == list(range(20, 401, 20))
+    assert [r["step"] for r in lines if r["split"] == "train"] == list(range(20, 801, 20))
 
 
 @pytest.mark.slow
