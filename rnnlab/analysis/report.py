@@ -114,10 +114,11 @@ def build(runs: str | Path, out: str | Path) -> Path:
         "with published results beside ours.</p>",
     ]
     found = 0
-    lr_dir = runs / "long-range"
-    if (lr_dir / "results.json").exists():
-        parts += _long_range(lr_dir, "Long-range tasks: RNN vs LSTM vs GRU")
-        found += 1
+    for name, title in (("long-range", "Long-range tasks: RNN vs LSTM vs GRU"),
+                        ("long-range-full", "Long-range tasks, full setting")):
+        if (runs / name / "results.json").exists():
+            parts += _long_range(runs / name, title)
+            found += 1
     for ab in sorted(runs.glob("ablation-*")):
         if (ab / "results.json").exists():
             parts += _long_range(ab, f"Ablation: {ab.name.removeprefix('ablation-')}")
