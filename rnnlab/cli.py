@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "resume": False,
     "progress": True,
     "threads": 0,
+    "device": "cpu",
     "prompt": "",
 }
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -162,6 +163,7 @@ def _add_train_options(p: argparse.ArgumentParser) -> None:
         ("--threads", "torch threads (0: torch's default)", int),
     ):
         opt(name, what, type=typ)
+    opt("--device", "where to train: cpu, or cuda (GPU; one per torchrun rank)", choices=("cpu", "cuda"))
     opt("--optimizer", "optimizer", choices=("adam", "sgd"))
     opt("--schedule", "learning-rate schedule", choices=("none", "cosine", "plateau"))
     opt("--out", "run folder (default runs/<task>-<cell>)")

@@ -136,7 +136,7 @@ def demo(opts: dict[str, Any]) -> int:
         f"\nValidation: {result['val']['loss']:.3f} nats/char = {bpc:.3f} bits/char "
         f"(last 5% of the corpus; uniform over the vocabulary would be ~6.4 bits/char)."
     )
-    print("Next, try:")
+    print("Next, try (after `source .venv/bin/activate`, or with `.venv/bin/rnnlab`):")
     print(f"  rnnlab sample {out}/best.safetensors --prompt 'ROMEO.' --length 500 --temperature 0.7")
     print(f"  rnnlab eval {out}/best.safetensors")
     print("  rnnlab train --task charlm --cell gru --time-budget 6 --out runs/charlm-gru")

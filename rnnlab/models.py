@@ -119,7 +119,8 @@ class Classifier(nn.Module):
         if self.cfg.pool == "last":
             feat = (h_n[0] if isinstance(h_n, tuple) else h_n)[-1]  # (B, H): top layer, last valid step
         else:
-            valid = torch.arange(tokens.shape[1])[None, :] < lengths[:, None]  # (B, T)
+            lengths = lengths.to(out.device)
+            valid = torch.arange(tokens.shape[1], device=out.device)[None, :] < lengths[:, None]  # (B, T)
             if self.cfg.pool == "mean":
                 feat = out.sum(1) / lengths[:, None].to(out.dtype)
             else:

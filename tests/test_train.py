@@ -219,3 +219,11 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 def test_detach_state_cuts_the_graph():
     h = torch.ones(2, requires_grad=True) * 2
     assert detach_state((h, h))[0].grad_fn is None and detach_state(None) is None
+
+
+def test_cuda_request_without_a_gpu_is_a_clear_error():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the error case cannot occur here")
+    task = LanguageModelTask(corpus(50), level="char", source="tiny", batch_size=4, bptt=20)
+    with pytest.raises(ValueError, match="device: expected 'cpu' on this machine .* got 'cuda'"):
+        Trainer(task, ModelConfig(kind=""), TrainConfig(steps=1, device="cuda"))

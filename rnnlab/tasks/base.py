@@ -6,10 +6,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from ..models import ModelConfig
 from ..train.distributed import Dist
+
+
+def device_of(model: nn.Module) -> torch.device:
+    """Where the model's parameters live (inputs are moved there by the tasks)."""
+    return next(model.parameters()).device
 
 
 class Task(ABC):

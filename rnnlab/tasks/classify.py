@@ -20,7 +20,7 @@ from ..data.tables import Labelled, build_text_vocab, encode_texts, pad, read_la
 from ..data.text import Vocab
 from ..models import ModelConfig
 from ..train.distributed import Dist
-from .base import Task
+from .base import Task, device_of
 
 
 def macro_f1(pred: Tensor, target: Tensor, classes: int) -> float:
@@ -105,8 +105,9 @@ class ClassifierTask(Task):
             yield pad([seqs[i] for i in idx]), lengths[idx], self.y["train"][idx]
 
     def loss(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Tensor, Any, int]:
-        x, lengths, y = batch  # (B, T), (B,), (B,)
-        return F.cross_entropy(model(x, lengths), y), None, len(y)
+        x, lengths, y = batch  # (B, T), (B,), (B,); lengths stay on the CPU
+        dev = device_of(model)
+        return F.cross_entropy(model(x.to(dev), lengths), y.to(dev)), None, len(y)
 
     @torch.no_grad()
     def predict(self, model: nn.Module, split: str) -> tuple[Tensor, Tensor]:
@@ -115,7 +116,8 @@ class ClassifierTask(Task):
         logits = torch.empty(len(seqs), len(self.classes))
         for k in range(0, len(seqs), 128):
             idx = order[k : k + 128]
-            logits[idx] = model(pad([seqs[i] for i in idx]), lengths[idx]).float()
+            x = pad([seqs[i] for i in idx]).to(device_of(model))
+            logits[idx] = model(x, lengths[idx]).float().cpu()
         return logits, self.y[split]
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:

@@ -24,7 +24,7 @@ from ..data import fetch
 from ..data.tables import read_series
 from ..models import ModelConfig
 from ..train.distributed import Dist
-from .base import Task
+from .base import Task, device_of
 
 # defaults per built-in series: window, horizon, test_size, season, ARIMA order
 PRESETS: dict[str, dict[str, Any]] = {
@@ -94,7 +94,8 @@ class ForecastTask(Task):
             yield self.train_x[idx], self.train_y[idx]
 
     def loss(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Tensor, Any, int]:
-        x, y = batch  # (B, window), (B, horizon)
+        dev = device_of(model)
+        x, y = batch[0].to(dev), batch[1].to(dev)  # (B, window), (B, horizon)
         return F.mse_loss(model(x), y), None, len(x)
 
     def _score(self, forecasts: Tensor, split: str) -> dict[str, float]:
@@ -106,7 +107,7 @@ class ForecastTask(Task):
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         x = torch.stack([self.scaled[o - self.window : o] for o in self.origins(split)])  # (O, window)
         anchor = x[:, -1:]
-        scaled_pred = model(x - anchor) + anchor  # (O, horizon)
+        scaled_pred = (model((x - anchor).to(device_of(model))).cpu() + anchor).float()  # (O, horizon)
         pred = scaled_pred.double() * self.std + self.mean  # in the series' units
         scaled_truth = torch.stack([self.scaled[o : o + self.horizon] for o in self.origins(split)])
         loss = float(F.mse_loss(scaled_pred.double(), scaled_truth.double()))

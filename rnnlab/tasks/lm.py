@@ -20,7 +20,7 @@ from ..data import fetch
 from ..data.text import Vocab, num_windows, read_text, split_tail, streams, windows, words
 from ..models import ModelConfig, detach_state
 from ..train.distributed import Dist
-from .base import Task
+from .base import Task, device_of
 
 
 def load_corpus(source: str) -> str:
@@ -83,7 +83,8 @@ class LanguageModelTask(Task):
         return windows(dist.shard(self.rows, 0), self.bptt, start)  # this rank's streams
 
     def loss(self, model: nn.Module, batch: Any, carry: Any) -> tuple[Tensor, Any, int]:
-        x, y = batch  # (B, T) inputs and next-token targets
+        dev = device_of(model)
+        x, y = batch[0].to(dev), batch[1].to(dev)  # (B, T) inputs and next-token targets
         logits, state = model(x, carry)  # (B, T, V)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         return loss, detach_state(state), x.numel()
@@ -94,7 +95,8 @@ class LanguageModelTask(Task):
             raise ValueError(f"split: expected 'val' (language models hold out one tail), got {split!r}")
         rows = streams(self.val_ids, min(self.eval_batch, self.val_ids.numel() // 2))
         total, count, state = 0.0, 0, None
-        for x, y in windows(rows, 256):
+        dev = device_of(model)
+        for x, y in windows(rows.to(dev), 256):
             logits, state = model(x, state)
             total += float(
                 F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")

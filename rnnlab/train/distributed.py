@@ -19,31 +19,36 @@ from torch import Tensor, nn
 class Dist:
     rank: int = 0
     world: int = 1
+    device: str = "cpu"  # where collectives run: the GPU for nccl
 
     @property
     def main(self) -> bool:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls) -> Dist:
-        """Join the process group when started by torchrun (``WORLD_SIZE`` > 1)."""
+    def from_env(cls, cuda: bool = False) -> Dist:
+        """Join the process group when started by torchrun (``WORLD_SIZE`` > 1): nccl when the
+        model lives on a GPU, gloo on the CPU."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world <= 1:
             return cls()
         if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return cls(dist.get_rank(), dist.get_world_size())
+            dist.init_process_group("nccl" if cuda else "gloo")
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        return cls(dist.get_rank(), dist.get_world_size(), f"cuda:{local}" if cuda else "cpu")
 
     def wrap(self, model: nn.Module) -> nn.Module:
         if self.world == 1:
             return model
-        return nn.parallel.DistributedDataParallel(model)
+        dev = next(model.parameters()).device
+        ids = [dev.index] if dev.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def mean(self, value: float) -> float:
         """The mean of a scalar over ranks."""
         if self.world == 1:
             return value
-        t = torch.tensor([value], dtype=torch.float64)
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return float(t.item()) / self.world
 
@@ -51,7 +56,7 @@ class Dist:
         """True on every rank when it is true on at least one (keeps stop decisions in step)."""
         if self.world == 1:
             return flag
-        t = torch.tensor([int(flag)])
+        t = torch.tensor([int(flag)], device=self.device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
@@ -59,9 +64,10 @@ class Dist:
         """Concatenate each rank's ``t`` along ``dim`` (rank order)."""
         if self.world == 1:
             return t
+        t = t.to(self.device).contiguous()
         parts = [torch.empty_like(t) for _ in range(self.world)]
-        dist.all_gather(parts, t.contiguous())
-        return torch.cat(parts, dim)
+        dist.all_gather(parts, t)
+        return torch.cat(parts, dim).cpu()
 
     def shard(self, t: Tensor, dim: int) -> Tensor:
         """This rank's equal slice of ``t`` along ``dim`` (inverse of ``gather``)."""

@@ -74,15 +74,13 @@ class MetricsLog:
 
 
 def progress(total: int | None, enabled: bool, unit: str):  # type: ignore[no-untyped-def]
-    """A tqdm bar on stderr (loss, tokens/s and ETA in its postfix), or a do-nothing stand-in."""
+    """A tqdm bar on stderr (loss, tokens/s and ETA in its postfix), or a do-nothing stand-in.
+
+    ``unit="s"`` counts seconds of a time budget. Without a terminal (logs, CI) it redraws every
+    30 s instead of twice a second, so a log file gets a line now and then, not a flood.
+    """
     from tqdm.auto import tqdm
 
-    return tqdm(
-        total=total,
-        disable=not enabled,
-        unit=unit,
-        dynamic_ncols=True,
-        file=sys.stderr,
-        mininterval=0.5,
-        smoothing=0.1,
-    )
+    fmt = "{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]" if unit == "s" else None
+    return tqdm(total=total, disable=not enabled, unit=unit, dynamic_ncols=True, file=sys.stderr,
+                mininterval=0.5 if sys.stderr.isatty() else 30.0, smoothing=0.1, bar_format=fmt)

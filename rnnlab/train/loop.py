@@ -52,6 +52,7 @@ class TrainConfig:
     out: str = "runs/train"
     resume: bool = False
     progress: bool = True
+    device: str = "cpu"  # "cuda" trains on the GPU (the layers' reference path); torchrun: one GPU per rank
 
 
 def _check(cfg: TrainConfig) -> None:
@@ -82,12 +83,21 @@ def _carry_from(parts: list[torch.Tensor]) -> Any:
 class Trainer:
     def __init__(self, task: Task, model_cfg: ModelConfig, cfg: TrainConfig) -> None:
         _check(cfg)
-        self.task, self.cfg, self.dist = task, cfg, Dist.from_env()
+        if cfg.device not in ("cpu", "cuda"):
+            raise ValueError(f"device: expected 'cpu' or 'cuda', got {cfg.device!r}")
+        if cfg.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                "device: expected 'cpu' on this machine (no CUDA device is available), got 'cuda'"
+            )
+        self.task, self.cfg, self.dist = task, cfg, Dist.from_env(cuda=cfg.device == "cuda")
+        self.device = torch.device(
+            self.dist.device if cfg.device == "cuda" and self.dist.world > 1 else cfg.device
+        )
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         self.model_cfg = task.model_config(model_cfg)
-        self.model = build_model(self.model_cfg)
+        self.model = build_model(self.model_cfg).to(self.device)
         torch.manual_seed(cfg.seed + 7919 * (self.dist.rank + 1))  # dropout streams differ per rank
         params = self.model.parameters()
         if cfg.optimizer == "adam":
@@ -157,7 +167,7 @@ class Trainer:
         self.opt.load_state_dict(ckpt_io.unflatten_optimizer(ck.optim_state, ck.train["param_groups"]))
         assert ck.rng is not None
         torch.set_rng_state(ck.rng[self.dist.rank].clone())
-        self.carry = _carry_from([self.dist.shard(c, 1).clone() for c in ck.carry])
+        self.carry = _carry_from([self.dist.shard(c, 1).clone().to(self.device) for c in ck.carry])
         self.state.update({k: ck.train[k] for k in self.state})
         self.log.resume_at(self.state["step"])
         return True
