@@ -257,3 +257,37 @@ def test_demo_prints_bits_per_char_a_sample_and_next_steps(tmp_path):
     assert {"best.safetensors", "last.safetensors", "loss.png", "metrics.csv"} <= {
         p.name for p in (tmp_path / "demo").iterdir()
     }
+
+
+def test_experiment_analyze_and_report_commands(tmp_path):
+    runs = tmp_path / "runs"
+    out = run(
+        "experiment",
+        "long-range",
+        "--quick",
+        "--lengths",
+        "5",
+        "--iters",
+        "20",
+        "--cells",
+        "lstm,gru",
+        "--out",
+        str(runs / "long-range"),
+    ).stdout
+    assert "| adding | LSTM | 5 | 0 | mse |" in out
+    out = run(
+        "analyze", "gradients", "--steps", "8", "--train-iters", "20", "--out", str(runs / "gradients")
+    ).stdout
+    assert "RNN (tanh), radius 0.9" in out and (runs / "gradients" / "gradients.png").exists()
+    lm = tmp_path / "lm"
+    run("train", *TINY_LM, "--data", str(write_corpus(tmp_path)), "--steps", "20", "--out", str(lm))
+    out = run(
+        "analyze", "gates", str(lm / "best.safetensors"), "--chars", "300", "--out", str(runs / "gates")
+    ).stdout
+    assert "forget f" in out and "tracks position in line" in out
+    assert (runs / "gates" / "coloured.html").read_text().count('<div class="coloured">') == 3
+    run("report", "--runs", str(runs), "--out", str(tmp_path / "report.html"))
+    page = (tmp_path / "report.html").read_text()
+    assert "Gradient flow through time" in page and "Gates of a trained character model" in page
+    proc = run("analyze", "gates", check=False)
+    assert proc.returncode == 2 and "checkpoint: expected a char-LM checkpoint" in proc.stderr
