@@ -323,6 +323,7 @@ def _add_lab(sub: Any, fmt: type) -> None:
     an.add_argument(
         "--chars", type=int, default=3000, help="gates: characters of held-out text (default 3000)"
     )
+    an.add_argument("--unit", type=int, default=None, help="gates: also colour the text by this unit")
     an.add_argument("--out", default=None, help="folder (default runs/gradients or runs/gates)")
     an.set_defaults(func=_analyze)
     rp = sub.add_parser(
@@ -373,7 +374,7 @@ def _analyze(args: argparse.Namespace) -> int:
         return 0
     if not args.checkpoint:
         raise ValueError("checkpoint: expected a char-LM checkpoint path for `analyze gates`, got none")
-    run.gates(args.checkpoint, args.out or "runs/gates", chars=args.chars)
+    run.gates(args.checkpoint, args.out or "runs/gates", chars=args.chars, unit=args.unit)
     return 0
 
 

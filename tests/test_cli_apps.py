@@ -282,10 +282,19 @@ def test_experiment_analyze_and_report_commands(tmp_path):
     lm = tmp_path / "lm"
     run("train", *TINY_LM, "--data", str(write_corpus(tmp_path)), "--steps", "20", "--out", str(lm))
     out = run(
-        "analyze", "gates", str(lm / "best.safetensors"), "--chars", "300", "--out", str(runs / "gates")
+        "analyze",
+        "gates",
+        str(lm / "best.safetensors"),
+        "--chars",
+        "300",
+        "--unit",
+        "5",
+        "--out",
+        str(runs / "gates"),
     ).stdout
     assert "forget f" in out and "tracks position in line" in out
-    assert (runs / "gates" / "coloured.html").read_text().count('<div class="coloured">') == 3
+    page = (runs / "gates" / "coloured.html").read_text()
+    assert page.count('<div class="coloured">') == 4 and "c-unit 5 (chosen)" in page
     run("report", "--runs", str(runs), "--out", str(tmp_path / "report.html"))
     page = (tmp_path / "report.html").read_text()
     assert "Gradient flow through time" in page and "Gates of a trained character model" in page

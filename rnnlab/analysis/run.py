@@ -69,7 +69,9 @@ def _histogram(values: dict[str, torch.Tensor], path: Path) -> None:
     plt.close(fig)
 
 
-def gates(checkpoint: str, out: str | Path, chars: int = 3000, data: str | None = None) -> dict[str, Any]:
+def gates(
+    checkpoint: str, out: str | Path, chars: int = 3000, data: str | None = None, unit: int | None = None
+) -> dict[str, Any]:
     """Gate saturation and interpretable units of a trained char-LM over its validation text."""
     from ..commands import load_model
     from ..models import LanguageModel
@@ -102,6 +104,10 @@ def gates(checkpoint: str, out: str | Path, chars: int = 3000, data: str | None 
         shown = "tanh(c)" if state == "c" else "h"
         title = f"{state}-unit {u['unit']} ({shown}; tracks {feat}, r = {u['r']:+.2f})"
         pages.append(G.colour_html(text[:1500], acts[:1500, u["unit"]], title))
+    if unit is not None:  # a unit the user chose
+        if not 0 <= unit < acts.shape[1]:
+            raise ValueError(f"unit: expected 0 <= unit < {acts.shape[1]} (hidden units), got {unit}")
+        pages.insert(0, G.colour_html(text[:1500], acts[:1500, unit], f"{state}-unit {unit} (chosen)"))
     (out / "coloured.html").write_text("\n".join(pages))
     result = {
         "checkpoint": str(checkpoint),
