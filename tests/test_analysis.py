@@ -40,7 +40,7 @@ def test_state_gradients_match_the_chain_rule_by_hand():
     dL_dhT = 2 * (v * h + c - y) * v
     expected = torch.tensor([abs(float(dL_dhT)) * w ** (5 - t) for t in range(6)])
     assert torch.allclose(norms, expected, rtol=1e-5)
-    assert grad.decay(norms.flip(0).tolist(), 5) == pytest.approx(w**-5, rel=1e-4)
+    assert grad.ratios(norms.flip(0).tolist())["last"] == pytest.approx(w**5, rel=1e-4)
 
 
 def test_spectral_radius_and_forget_bias_variants():

@@ -75,11 +75,6 @@ def _train(spec: Spec, iters: int, hidden: int, batch: int, lr: float) -> tuple[
     return row, box["model"]
 
 
-def decay(norms: list[float], lag: int) -> float:
-    """How many times smaller the gradient is ``lag`` steps back than at the last step."""
-    return norms[0] / max(norms[lag], 1e-300)
-
-
 def ratios(norms: list[float]) -> dict[str, float]:
     """‖∂L/∂h_t‖ relative to lag 0: at the longest lag, and the smallest and largest over all lags."""
     first = max(norms[0], 1e-300)
