@@ -3,6 +3,8 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# oneDNN v3.2 headers + runtime (GNU OpenMP build, like torch's): the extension's oneDNN path
+ONEDNN := onednn-devel-cpu-gomp==2023.2.0 onednn-cpu-gomp==2023.2.0
 
 .PHONY: demo test test-all lint bench clean
 
@@ -10,7 +12,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml setup.py $(wildcard rnnlab/kernels/csrc/*)
-	$(PY) -m pip install --quiet torch==2.13.0 "setuptools>=64" wheel
+	$(PY) -m pip install --quiet torch==2.13.0 "setuptools>=64" wheel $(ONEDNN)
 	$(PY) -m pip install --quiet --no-build-isolation -e ".[dev,apps]"
 	touch $(STAMP)
 

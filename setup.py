@@ -3,9 +3,16 @@
 Needs torch at build time, so install with `pip install --no-build-isolation -e .` after
 `pip install torch==2.13.0` (the Makefile does this). RNNLAB_NO_EXT=1 skips the extension; the
 layers then use the reference path.
+
+When oneDNN v3.2's headers are installed in this environment (the wheels
+`onednn-devel-cpu-gomp==2023.2.0` + `onednn-cpu-gomp`, which the Makefile installs first), the
+extension also gets the oneDNN RNN-primitive path (`csrc/onednn.cpp`), linked against the wheel's
+`libdnnl.so.3` with an rpath to it. RNNLAB_NO_ONEDNN=1 leaves it out.
 """
 
 import os
+import sys
+from pathlib import Path
 
 from setuptools import setup
 
@@ -15,13 +22,22 @@ if not os.environ.get("RNNLAB_NO_EXT"):
 
     src = "rnnlab/kernels/csrc"
     flags = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-mprefer-vector-width=512"]
-    ext_modules = [
-        CppExtension(
-            "rnnlab._C",
-            [f"{src}/{f}" for f in ("register.cpp", "rnn.cpp", "lstm.cpp", "gru.cpp", "step.cpp")],
-            extra_compile_args=flags,
-        )
-    ]
+    sources = [f"{src}/{f}" for f in ("register.cpp", "rnn.cpp", "lstm.cpp", "gru.cpp", "step.cpp")]
+    extra: dict = {"include_dirs": [], "library_dirs": [], "libraries": [], "extra_link_args": []}
+    prefix = Path(sys.prefix)
+    version_h = prefix / "include" / "oneapi" / "dnnl" / "dnnl_version.h"
+    found = version_h.exists() and (prefix / "lib" / "libdnnl.so.3").exists()
+    if found and not os.environ.get("RNNLAB_NO_ONEDNN"):
+        # the wheel's headers must come before torch's include folder, which has newer oneDNN headers
+        sources.append(f"{src}/onednn.cpp")
+        flags = [*flags, "-DRNNLAB_ONEDNN"]
+        extra = {
+            "include_dirs": [str(prefix / "include")],
+            "library_dirs": [str(prefix / "lib")],
+            "libraries": [":libdnnl.so.3"],
+            "extra_link_args": [f"-Wl,-rpath,{prefix / 'lib'}"],
+        }
+    ext_modules = [CppExtension("rnnlab._C", sources, extra_compile_args=flags, **extra)]
     cmdclass = {"build_ext": BuildExtension.with_options(use_ninja=False)}
 
 setup(ext_modules=ext_modules, cmdclass=cmdclass)

@@ -16,11 +16,14 @@ import torch
 from torch import Tensor
 
 from ..bptt import GRUFunction, LSTMFunction, RNNFunction
-from .ops import AVAILABLE, LOAD_ERROR
+from .ops import AVAILABLE, LOAD_ERROR, ONEDNN, ONEDNN_KINDS
 
 _forced_reference = os.environ.get("RNNLAB_BACKEND", "").lower() == "reference"
+# "auto" (measured rule below), "always" or "never"
+_onednn_mode = os.environ.get("RNNLAB_ONEDNN", "auto").lower()
 
-__all__ = ["AVAILABLE", "LOAD_ERROR", "backend", "gru", "lstm", "rnn", "use_reference"]
+__all__ = ["AVAILABLE", "LOAD_ERROR", "ONEDNN", "backend", "gru", "lstm", "onednn_mode", "rnn",
+           "use_reference"]
 
 
 def backend(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> str:
@@ -45,13 +48,55 @@ def use_reference(enabled: bool = True) -> Iterator[None]:
         _forced_reference = previous
 
 
+@contextmanager
+def onednn_mode(mode: str) -> Iterator[None]:
+    """Inside the block, dense fp32 sequences go to oneDNN's primitives ``"always"``, ``"never"``,
+    or by the measured rule (``"auto"``, the default; see ``uses_onednn``)."""
+    global _onednn_mode
+    if mode not in ("auto", "always", "never"):
+        raise ValueError(f"mode: expected 'auto', 'always' or 'never', got {mode!r}")
+    previous, _onednn_mode = _onednn_mode, mode
+    try:
+        yield
+    finally:
+        _onednn_mode = previous
+
+
 def _fused(x: Tensor) -> bool:
     return backend(x.device, x.dtype) == "fused"
+
+
+def uses_onednn(kind: str, x: Tensor, mask: Tensor | None, hidden: int, train: bool) -> bool:
+    """Whether a fused-path call goes to oneDNN's RNN primitive instead of rnnlab's own kernel.
+
+    Only dense (no lengths/packing), fp32, unprojected sequences qualify (oneDNN has no per-sample
+    lengths and no fp64 RNNs). Among those the rule follows BENCHMARKS.md's measurements.
+    """
+    if not (ONEDNN and _fused(x) and mask is None and x.dtype == torch.float32):
+        return False
+    if _onednn_mode != "auto":
+        return _onednn_mode == "always"
+    batch = x.shape[1]
+    if train:  # rnnlab's backward beats oneDNN's training pass on the whole grid
+        return False
+    if kind == "lstm":  # oneDNN's LSTM forward is the faster GEMM loop once the batch is not tiny
+        return batch >= 32 or (batch >= 8 and hidden <= 256)
+    if kind == "gru":
+        return batch >= 32 and (hidden <= 256 or batch >= 64)
+    return batch >= 64 and hidden <= 256 or (batch >= 32 and 128 <= hidden <= 256)
+
+
+def _needs_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def rnn(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
         b_ih: Tensor | None, b_hh: Tensor | None, nonlinearity: str) -> Tensor:
     """One RNN layer/direction over a sequence → carried states ``(T, B, H)``."""
+    train = _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh)
+    if uses_onednn("rnn", x, mask, h0.shape[1], train):
+        kind = ONEDNN_KINDS[nonlinearity]
+        return torch.ops.rnnlab.onednn_fwd(kind, x, h0, None, w_ih, w_hh, b_ih, b_hh, train)[0]
     if _fused(x):
         return torch.ops.rnnlab.rnn_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu")
     return RNNFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
@@ -60,7 +105,12 @@ def rnn(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
 def lstm(x: Tensor, mask: Tensor | None, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
          b_ih: Tensor | None, b_hh: Tensor | None, w_hr: Tensor | None
          ) -> tuple[Tensor, Tensor, Tensor]:
-    """One LSTM layer/direction → ``(hs, cs, gates)``."""
+    """One LSTM layer/direction → ``(hs, cs, workspace)``; on the oneDNN path ``cs`` holds only
+    the final cell state ``(1, B, H)`` (all the layer needs of it)."""
+    train = _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    if w_hr is None and uses_onednn("lstm", x, mask, h0.shape[1], train):
+        y, _, c_t, ws = torch.ops.rnnlab.onednn_fwd(2, x, h0, c0, w_ih, w_hh, b_ih, b_hh, train)
+        return y, c_t.unsqueeze(0), ws
     if _fused(x):
         return torch.ops.rnnlab.lstm_fwd(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     return LSTMFunction.apply(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
@@ -69,9 +119,10 @@ def lstm(x: Tensor, mask: Tensor | None, h0: Tensor, c0: Tensor, w_ih: Tensor, w
 def gru(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
         b_ih: Tensor | None, b_hh: Tensor | None, reset: str) -> tuple[Tensor, Tensor]:
     """One GRU layer/direction → ``(hs, workspace)``."""
+    keep = _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh)  # the workspace only matters for a backward
+    if reset == "after" and uses_onednn("gru", x, mask, h0.shape[1], keep):
+        y, _, _, ws = torch.ops.rnnlab.onednn_fwd(3, x, h0, None, w_ih, w_hh, b_ih, b_hh, keep)
+        return y, ws
     if _fused(x):
-        keep = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (x, h0, w_ih, w_hh, b_ih, b_hh)
-        )  # the workspace only matters for a backward
         return torch.ops.rnnlab.gru_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset == "after", keep)
     return GRUFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset)

@@ -68,6 +68,33 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("gru_step", &rnnlab::gru_step);
 }
 
-// `import rnnlab._C` loads this library, which registers the ops above.
-static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+// `import rnnlab._C` loads this library, which registers the ops above. The module itself has one
+// function, onednn_workspace_bytes(kind, T, B, I, H) (None when built without oneDNN), which the
+// fake implementation of onednn_fwd uses to size the training workspace.
+#ifdef RNNLAB_ONEDNN
+namespace rnnlab {
+int64_t onednn_workspace_bytes(int64_t kind, int64_t T, int64_t B, int64_t I, int64_t H);
+}
+#endif
+
+static PyObject* workspace_bytes(PyObject*, PyObject* args) {
+  long long kind, T, B, I, H;
+  if (!PyArg_ParseTuple(args, "LLLLL", &kind, &T, &B, &I, &H)) return nullptr;
+#ifdef RNNLAB_ONEDNN
+  try {
+    return PyLong_FromLongLong(rnnlab::onednn_workspace_bytes(kind, T, B, I, H));
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+#else
+  Py_RETURN_NONE;
+#endif
+}
+
+static PyMethodDef methods[] = {
+    {"onednn_workspace_bytes", workspace_bytes, METH_VARARGS,
+     "Bytes of oneDNN's training workspace for (kind, T, B, I, H); None without oneDNN."},
+    {nullptr, nullptr, 0, nullptr}};
+static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
 PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module_def); }
