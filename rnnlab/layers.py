@@ -221,6 +221,12 @@ class RNNBase(nn.Module):
         state is carried by the caller, so nothing is re-run. Unidirectional layers only. Without
         gradients on the fused backend it calls the single-step kernels directly (low latency).
         """
+        kind = self._stream_kind
+        if kind is not None and not (self.dropout and self.training) and kernels.streams():
+            # one C call for the whole stack; None when anything needs the checked path below
+            result = kernels.stream_step(kind, input, hx, self._parameters, self._step_names)
+            if result is not None:
+                return result
         if self.bidirectional:
             raise ValueError("step: expected a unidirectional layer, got bidirectional=True")
         x = check.tensor("input", input)
@@ -250,6 +256,17 @@ class RNNBase(nn.Module):
 
     def _step_kernel(self, x: Tensor, state: tuple[Tensor, ...], params: Params) -> tuple[Tensor, ...]:
         raise NotImplementedError
+
+    @property
+    def _stream_kind(self) -> int | None:
+        """The cell code of ``_C.stream_step`` (None: bidirectional, no fast streaming step)."""
+        if self.bidirectional:
+            return None
+        if isinstance(self, LSTM):
+            return 2
+        if isinstance(self, GRU):
+            return 3 if self.reset == "after" else 4
+        return 1 if self.nonlinearity == "relu" else 0  # type: ignore[attr-defined]
 
 
 class RNN(RNNBase):

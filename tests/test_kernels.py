@@ -212,3 +212,31 @@ def test_non_contiguous_parameters_and_state(variant):
             ref, _ = layer(x, hx)
     torch.testing.assert_close(out, ref, **_tol(torch.float64))
     torch.testing.assert_close(y, ref[0], **_tol(torch.float64))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_streaming_step_is_one_call_and_declines_what_it_does_not_check(variant):
+    """``Layer.step`` without grad goes through ``_C.stream_step`` (one C call for the stack); on any
+    mismatch the call answers None and the checked path raises the usual error."""
+    cls, kw = VARIANTS[variant]
+    layer = cls(5, 6, num_layers=2, **kw)
+    args = (layer._stream_kind, layer._parameters, layer._step_names)
+    x = torch.randn(3, 5)
+    with torch.no_grad():
+        result = kernels.stream_step(args[0], x, None, args[1], args[2])
+        assert result is not None
+        out, h = result
+        last = (h[0] if isinstance(h, tuple) else h)[-1]
+        torch.testing.assert_close(out, last)
+        torch.testing.assert_close(out, layer.step(x)[0])
+        out.add_(1.0)  # the output is a tensor of its own, not a view of the returned state
+        assert not torch.equal(out, last)
+        assert kernels.stream_step(args[0], torch.randn(3, 4), None, args[1], args[2]) is None
+        with pytest.raises(ValueError, match="input"):
+            layer.step(torch.randn(3, 4))
+        bad_h = torch.zeros(2, 2, layer.proj_size or 6)
+        hx = (bad_h, torch.zeros(2, 2, 6)) if cls is rnnlab.LSTM else bad_h
+        assert kernels.stream_step(args[0], x, hx, args[1], args[2]) is None
+        with pytest.raises(ValueError, match="hx"):
+            layer.step(x, hx)
+    assert kernels.stream_step(args[0], x, None, args[1], args[2]) is None  # gradients on

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..bptt import GRUFunction, LSTMFunction, RNNFunction
-from .ops import AVAILABLE, LOAD_ERROR, ONEDNN, ONEDNN_KINDS
+from .ops import _C, AVAILABLE, LOAD_ERROR, ONEDNN, ONEDNN_KINDS
 
 _forced_reference = os.environ.get("RNNLAB_BACKEND", "").lower() == "reference"
 # "auto" (measured rule below), "always" or "never"
@@ -60,6 +60,17 @@ def onednn_mode(mode: str) -> Iterator[None]:
         yield
     finally:
         _onednn_mode = previous
+
+
+def streams() -> bool:
+    """Whether ``Layer.step`` may try the one-call streaming step (``stream_step``)."""
+    return AVAILABLE and not _forced_reference
+
+
+def stream_step(kind: int, x: object, hx: object, params: dict, names: list) -> tuple | None:
+    """One no-grad step of a stacked unidirectional layer in a single C call (``csrc/stream.cpp``):
+    ``(output, h_n)``, or None when the call needs the validated path (gradients on, a mismatch)."""
+    return _C.stream_step(kind, x, hx, params, names)
 
 
 def _fused(x: Tensor) -> bool:
