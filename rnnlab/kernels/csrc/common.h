@@ -121,6 +121,13 @@ inline int64_t chunk_steps(int64_t T, int64_t B) {
   return std::min<int64_t>(T, std::max<int64_t>(8, 2048 / std::max<int64_t>(B, 1)));
 }
 
+// The upstream gradient of steps [t0, t1) as a contiguous [t1-t0, B, H] block: a view when the
+// gradient is contiguous, else a copy of those steps only, so a broadcast gradient (out.sum()'s is
+// an expanded scalar) is never materialised for the whole sequence at once.
+inline Tensor grad_steps(const Tensor& dhs, int64_t t0, int64_t t1) {
+  return dhs.narrow(0, t0, t1 - t0).contiguous();
+}
+
 // out += Σ_{t in [t0, t0+n)} a_t^T h_{t-1}  (h_{-1} = h0), a: the chunk's [n, B, M] rows
 inline void add_prev_gemm(Tensor out, const Tensor& a, const Tensor& h0, const Tensor& hs, int64_t t0) {
   const int64_t n = a.size(0), B = a.size(1);

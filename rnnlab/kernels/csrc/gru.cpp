@@ -94,13 +94,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   auto dx = need_dx ? at::empty({T, B, x.size(2)}, x.options()) : at::empty({0}, x.options());
   auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
   auto db_ih = at::zeros({3 * H}, x.options()), db_hh = at::zeros({3 * H}, x.options());
-  auto dhs_c = dhs.contiguous();
   auto hs_c = hs.contiguous();
   auto ws_c = ws.contiguous();
   auto h0c = h0.contiguous();
   auto whh = w_hh.contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_bwd", [&] {
-    const scalar_t* go = dhs_c.data_ptr<scalar_t>();
     const scalar_t* hsv = hs_c.data_ptr<scalar_t>();
     const scalar_t* wsv = ws_c.data_ptr<scalar_t>();
     const scalar_t* w = whh.data_ptr<scalar_t>();
@@ -116,6 +114,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const auto active = active_rows(m, T, B);
     for (int64_t t1 = T; t1 > 0;) {
       const int64_t t0 = std::max<int64_t>(0, t1 - K);
+      const Tensor g_chunk = grad_steps(dhs, t0, t1);
+      const scalar_t* go = g_chunk.data_ptr<scalar_t>();  // steps t0.. of dL/dh (from outside)
       for (int64_t t = t1 - 1; t >= t0; --t) {
         const scalar_t* hp_all = t > 0 ? hsv + (t - 1) * B * H : h0c.data_ptr<scalar_t>();
         scalar_t* gi_t = dgiv + (t - t0) * B * 3 * H;
@@ -124,7 +124,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
           for (int64_t b = b0; b < b1; ++b) {
             scalar_t* d = dhv + b * H;
             scalar_t* din = dinv + b * H;
-            const scalar_t* gob = go + (t * B + b) * H;
+            const scalar_t* gob = go + ((t - t0) * B + b) * H;
             for (int64_t j = 0; j < H; ++j) din[j] = d[j] + gob[j];  // total gradient at h_t
             if (m && !m[t * B + b]) {  // padded: it passes to h_{t-1} untouched
               std::copy(din, din + H, d);

@@ -57,11 +57,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
   auto dx = need_dx ? at::empty({T, B, x.size(2)}, x.options()) : at::empty({0}, x.options());
   auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
   auto db = at::zeros({H}, x.options());
-  auto dhs_c = dhs.contiguous();
   auto hs_c = hs.contiguous();
   auto whh = w_hh.contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_bwd", [&] {
-    const scalar_t* g_out = dhs_c.data_ptr<scalar_t>();
     const scalar_t* hv = hs_c.data_ptr<scalar_t>();
     scalar_t* dav = da.data_ptr<scalar_t>();
     scalar_t* dhv = dh.data_ptr<scalar_t>();
@@ -70,20 +68,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const auto active = active_rows(m, T, B);
     for (int64_t t1 = T; t1 > 0;) {
       const int64_t t0 = std::max<int64_t>(0, t1 - K);
+      const Tensor g_chunk = grad_steps(dhs, t0, t1);
+      const scalar_t* g_out = g_chunk.data_ptr<scalar_t>();  // steps t0.. of dL/dh (from outside)
       for (int64_t t = t1 - 1; t >= t0; --t) {
         scalar_t* da_t = dav + (t - t0) * B * H;
         for_range(B, H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
-            const int64_t o = (t * B + b) * H;
+            const int64_t o = (t * B + b) * H, og = ((t - t0) * B + b) * H;
             scalar_t* dhb = dhv + b * H;
             scalar_t* dab = da_t + b * H;
             if (m && !m[t * B + b]) {  // padded: gradient passes to h_{t-1} untouched
-              for (int64_t j = 0; j < H; ++j) dhb[j] += g_out[o + j];
+              for (int64_t j = 0; j < H; ++j) dhb[j] += g_out[og + j];
               std::fill(dab, dab + H, scalar_t(0));
               continue;
             }
             RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
-              const scalar_t g = dhb[j] + g_out[o + j];
+              const scalar_t g = dhb[j] + g_out[og + j];
               const scalar_t h = hv[o + j];
               dab[j] = relu ? (h > 0 ? g : scalar_t(0)) : g * (1 - h * h);  // through f
               dhb[j] = 0;
