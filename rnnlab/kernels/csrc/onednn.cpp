@@ -8,6 +8,7 @@
 //         [b_iz+b_hz, b_ir+b_hr, b_in, b_hn] and n = tanh(W_in x + b_in + r⊙(W_hn h + b_hn))
 // Layouts: x [T,B,I] = tnc; h0/c0 [B,H] = ldnc with L = D = 1; torch's w [G*H, I] = ldgoi.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <list>
@@ -105,19 +106,21 @@ dnnl::primitive_desc make_bwd(const Shape& s, const dnnl::primitive_desc& hint) 
 
 std::mutex cache_mutex;
 
-// The cached entry of a shape (created on first use; at most 64 shapes kept, least recent out).
+// The cached entry of a shape and thread count (created on first use; at most 64 kept, LRU).
 std::shared_ptr<Entry> entry(const Shape& s, bool train) {
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>;
+  // primitives are tuned for the thread count they were created under: part of the key
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
   struct Hash {
     size_t operator()(const Key& k) const {
-      auto [a, b, c, d, e] = k;
-      return std::hash<int64_t>()((((a * 1000003 + b) * 1000003 + c) * 1000003 + d) * 1000003 + e);
+      auto [a, b, c, d, e, f] = k;
+      const int64_t m = 1000003;
+      return std::hash<int64_t>()(((((a * m + b) * m + c) * m + d) * m + e) * m + f);
     }
   };
   static std::list<std::pair<Key, std::shared_ptr<Entry>>> order;
   static std::unordered_map<Key, decltype(order)::iterator, Hash> index;
   std::lock_guard<std::mutex> lock(cache_mutex);
-  Key key{s.kind, s.T, s.B, s.I, s.H};
+  Key key{s.kind, s.T, s.B, s.I, s.H, at::get_num_threads()};
   std::shared_ptr<Entry> en;
   auto it = index.find(key);
   if (it != index.end()) {
