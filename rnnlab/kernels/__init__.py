@@ -77,6 +77,17 @@ def _fused(x: Tensor) -> bool:
     return backend(x.device, x.dtype) == "fused"
 
 
+_INF = 1 << 62
+# Where oneDNN's forward beat rnnlab's own inference kernel, by cell: bands of (largest hidden
+# size, smallest batch, largest batch). Measured at T=100, 2 threads on the 2-core Xeon of
+# BENCHMARKS.md (`kernels.onednn_mode("always"/"never")` side by side with torch.nn).
+_ONEDNN_BANDS: dict[str, list[tuple[int, int, int]]] = {
+    "lstm": [(64, 16, _INF), (256, 8, _INF), (_INF, 32, _INF)],
+    "gru": [(64, _INF, 0), (128, 16, _INF), (256, 4, _INF), (_INF, 64, _INF)],
+    "rnn": [(128, _INF, 0), (256, 8, _INF), (_INF, 2, 16)],
+}
+
+
 def uses_onednn(kind: str, x: Tensor, mask: Tensor | None, hidden: int, train: bool) -> bool:
     """Whether a fused-path call goes to oneDNN's RNN primitive instead of rnnlab's own kernel.
 
@@ -87,14 +98,13 @@ def uses_onednn(kind: str, x: Tensor, mask: Tensor | None, hidden: int, train: b
         return False
     if _onednn_mode != "auto":
         return _onednn_mode == "always"
-    batch = x.shape[1]
     if train:  # rnnlab's backward beats oneDNN's training pass on the whole grid
         return False
-    if kind == "lstm":  # oneDNN's LSTM forward is the faster GEMM loop once the batch is not tiny
-        return batch >= 32 or (batch >= 8 and hidden <= 256)
-    if kind == "gru":
-        return batch >= 32 and (hidden <= 256 or batch >= 64)
-    return batch >= 64 and hidden <= 256 or (batch >= 32 and 128 <= hidden <= 256)
+    batch = x.shape[1]
+    for max_hidden, min_batch, max_batch in _ONEDNN_BANDS[kind]:
+        if hidden <= max_hidden:
+            return min_batch <= batch <= max_batch
+    return False
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:

@@ -14,6 +14,7 @@ void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k
                       const float* src, int ld, float* dest);
 void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a,
                          int lda, const float* b, int ldb, float beta, float* c, int ldc);
+int MKL_Set_Num_Threads_Local(int nt);  // this thread's MKL thread count (0: the global one)
 }
 
 namespace rnnlab {
@@ -22,6 +23,11 @@ constexpr int64_t kParallelGemv = 65536;  // weight elements from which a mat-ve
 // above 1 MB of float weights BLAS's gemv beats gemv_step even with the weights re-read each step
 // (H = 512: LSTM 0.40x with gemv_step; H ≤ 256: gemv_step measured 10–30 % faster than BLAS)
 constexpr int64_t kBlasGemv = 262144;
+// Per-step GEMMs of fewer multiply-adds run on one thread (MKL's thread-local setting, restored
+// after the call): at this size the fork/join of a 2-thread GEMM costs more than it saves
+// (measured, 2 threads, T=100: LSTM B=8 H=64 train 1.85 → 1.57 ms, B=64 H=64 9.14 → 8.62 ms;
+// GRU B=32 H=64 4.16 → 3.82 ms; at 1.6M+ (GRU/LSTM B=8 H=256) serial steps were slower).
+constexpr int64_t kSerialStep = 1200000;
 // MKL CBLAS enum values (mkl_cblas.h)
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
 
@@ -121,6 +127,7 @@ class StepGemm<float> {
  public:
   StepGemm(const float* w, int64_t ldw, bool trans, int64_t M, int64_t N, int64_t K, int slot = 0)
       : w_(w), ldw_(ldw), trans_(trans), M_(M), N_(N), K_(K) {
+    serial_ = M * N * K < kSerialStep;
     packed_ = M > 1;  // batch size 1 uses gemv_step
     if (!packed_) return;
     const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, int(M), int(N), int(K));
@@ -133,13 +140,16 @@ class StepGemm<float> {
     const int64_t m = rows < 0 ? M_ : rows;
     if (m == 0) return;
     if (m == 1) return gemv_step<float>(w_, ldw_, trans_, N_, K_, A, beta, C);
-    if (!packed_) return gemm<float>(false, trans_, m, N_, K_, 1.0f, A, lda, w_, ldw_, beta, C, ldc);
-    cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, int(m), int(N_), int(K_), A, int(lda),
-                        buffer_, int(N_), beta, C, int(ldc));
+    const int previous = serial_ ? MKL_Set_Num_Threads_Local(1) : 0;
+    if (!packed_) gemm<float>(false, trans_, m, N_, K_, 1.0f, A, lda, w_, ldw_, beta, C, ldc);
+    else
+      cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, int(m), int(N_), int(K_), A, int(lda),
+                          buffer_, int(N_), beta, C, int(ldc));
+    if (serial_) MKL_Set_Num_Threads_Local(previous);
   }
 
  private:
-  bool packed_;
+  bool packed_, serial_;
   const float* w_;
   int64_t ldw_;
   bool trans_;
