@@ -9,6 +9,8 @@
 namespace rnnlab {
 namespace stepk {
 
+constexpr int64_t kStreamGemv = 65536;  // weights above which a lone step uses BLAS's gemv
+
 // A per-thread scratch of n elements of T (grow-only).
 template <typename T>
 T* scratch(int64_t n) {
@@ -28,7 +30,7 @@ void affine(const T* a, int64_t B, int64_t K, const T* w, const T* bias, int64_t
   // B = 1: gemv_step up to 64K weights, MKL's gemv above, measured for a lone streaming step at
   // 2 threads (H=256: RNN 5.3 µs vs 7.9 with gemv; LSTM 19 µs vs 36 and GRU 15.5 vs 20 with
   // gemv_step: its threaded split loses to MKL's once the weights no longer stay in cache)
-  if (B == 1 && N * K > kParallelGemv) gemv<T>(true, N, K, w, K, a, T(1), out);
+  if (B == 1 && N * K > kStreamGemv) gemv<T>(true, N, K, w, K, a, T(1), out);
   else if (B == 1) gemv_step<T>(w, K, true, N, K, a, T(1), out);
   else gemm<T>(false, true, B, N, K, T(1), a, K, w, K, T(1), out, N);
 }
