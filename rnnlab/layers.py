@@ -221,12 +221,14 @@ class RNNBase(nn.Module):
         state is carried by the caller, so nothing is re-run. Unidirectional layers only. Without
         gradients on the fused backend it calls the single-step kernels directly (low latency).
         """
-        kind = self._stream_kind
-        if kind is not None and not (self.dropout and self.training) and kernels.streams():
+        fast = kernels.stream_step
+        if fast is not None and not kernels.reference_forced() and not (self.dropout and self.training):
             # one C call for the whole stack; None when anything needs the checked path below
-            result = kernels.stream_step(kind, input, hx, self._parameters, self._step_names)
-            if result is not None:
-                return result
+            kind = self._stream_kind
+            if kind is not None:
+                result = fast(kind, input, hx, self._parameters, self._step_names)
+                if result is not None:
+                    return result
         if self.bidirectional:
             raise ValueError("step: expected a unidirectional layer, got bidirectional=True")
         x = check.tensor("input", input)
@@ -259,14 +261,8 @@ class RNNBase(nn.Module):
 
     @property
     def _stream_kind(self) -> int | None:
-        """The cell code of ``_C.stream_step`` (None: bidirectional, no fast streaming step)."""
-        if self.bidirectional:
-            return None
-        if isinstance(self, LSTM):
-            return 2
-        if isinstance(self, GRU):
-            return 3 if self.reset == "after" else 4
-        return 1 if self.nonlinearity == "relu" else 0  # type: ignore[attr-defined]
+        """The cell code of ``_C.stream_step`` (None: no one-call streaming step)."""
+        return None
 
 
 class RNN(RNNBase):
@@ -312,6 +308,10 @@ class RNN(RNNBase):
         w_ih, w_hh, b_ih, b_hh, _ = params
         return (kernels.rnn(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity),)
 
+    @property
+    def _stream_kind(self) -> int | None:
+        return None if self.bidirectional else (1 if self.nonlinearity == "relu" else 0)
+
 
 class LSTM(RNNBase):
     r"""LSTM layer, drop-in for ``torch.nn.LSTM`` (gate rows ``[i|f|g|o]``, optional ``proj_size``).
@@ -332,6 +332,10 @@ class LSTM(RNNBase):
     def _run(self, x, mask, state, params):  # type: ignore[no-untyped-def]
         hs, cs, _ = kernels.lstm(x, mask, state[0], state[1], *params)
         return hs, cs
+
+    @property
+    def _stream_kind(self) -> int | None:
+        return None if self.bidirectional else 2
 
 
 class GRU(RNNBase):
@@ -378,3 +382,7 @@ class GRU(RNNBase):
         w_ih, w_hh, b_ih, b_hh, _ = params
         hs, _ = kernels.gru(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.reset)
         return (hs,)
+
+    @property
+    def _stream_kind(self) -> int | None:
+        return None if self.bidirectional else (3 if self.reset == "after" else 4)

@@ -62,15 +62,15 @@ def onednn_mode(mode: str) -> Iterator[None]:
         _onednn_mode = previous
 
 
-def streams() -> bool:
-    """Whether ``Layer.step`` may try the one-call streaming step (``stream_step``)."""
-    return AVAILABLE and not _forced_reference
+def reference_forced() -> bool:
+    """Whether the reference path is forced (``use_reference`` / ``RNNLAB_BACKEND=reference``)."""
+    return _forced_reference
 
 
-def stream_step(kind: int, x: object, hx: object, params: dict, names: list) -> tuple | None:
-    """One no-grad step of a stacked unidirectional layer in a single C call (``csrc/stream.cpp``):
-    ``(output, h_n)``, or None when the call needs the validated path (gradients on, a mismatch)."""
-    return _C.stream_step(kind, x, hx, params, names)
+# One no-grad step of a stacked unidirectional layer in a single C call (csrc/stream.cpp):
+# stream_step(kind, x, hx, params, names) → (output, h_n), or None when the call needs the
+# validated path (gradients on, any mismatch). None when the extension is not built.
+stream_step = _C.stream_step if AVAILABLE else None
 
 
 def _fused(x: Tensor) -> bool:
