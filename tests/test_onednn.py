@@ -111,6 +111,30 @@ def test_cached_inference_weights_follow_updates_and_new_layers():
             del layer
 
 
+@pytest.mark.parametrize("batch", [1, 9])
+def test_onednn_projected_lstm_inference_matches_reference_and_torch(batch):
+    """LSTM with proj_size: oneDNN's LSTMP primitive for inference (training keeps our kernel)."""
+    layer = rnnlab.LSTM(5, 6, num_layers=2, proj_size=3)
+    peer = torch.nn.LSTM(5, 6, num_layers=2, proj_size=3)
+    peer.load_state_dict(layer.state_dict())
+    x = torch.randn(7, batch, 5)
+    hx = (torch.randn(2, batch, 3), torch.randn(2, batch, 6))
+    with torch.no_grad():
+        with kernels.onednn_mode("always"):
+            assert kernels.uses_onednn("lstm", x, None, 6, False, proj=True)
+            out, (h, c) = layer(x, hx)
+        with kernels.use_reference():
+            ref, (h_ref, c_ref) = layer(x, hx)
+        theirs, (h_t, c_t) = peer(x, hx)
+    for a, b, d in ((out, ref, theirs), (h, h_ref, h_t), (c, c_ref, c_t)):
+        torch.testing.assert_close(a, b, **TOL)
+        torch.testing.assert_close(a, d, **TOL)
+    with kernels.onednn_mode("always"):  # with gradients the projection stays on rnnlab's kernel
+        assert not kernels.uses_onednn("lstm", x, None, 6, True, proj=True)
+        layer(x, hx)[0].sum().backward()
+    assert layer.weight_hr_l0.grad is not None
+
+
 def test_dispatch_rule():
     big = torch.randn(3, 64, 8)
     with torch.no_grad():
@@ -139,9 +163,13 @@ def _op_samples():
     x, h0, c0 = w(T, B, I), w(B, H), w(B, H)
     for kind, gates in ((0, 1), (1, 1), (2, 4), (3, 3)):
         c = c0 if kind == 2 else None
-        yield (kind, x, h0, c, w(gates * H, I), w(gates * H, H), w(gates * H), w(gates * H), True)
+        yield (kind, x, h0, c, w(gates * H, I), w(gates * H, H), w(gates * H), w(gates * H), None,
+               True)
         yield (kind, x.detach(), h0.detach(), None if c is None else c.detach(),
-               torch.randn(gates * H, I), torch.randn(gates * H, H), None, None, False)
+               torch.randn(gates * H, I), torch.randn(gates * H, H), None, None, None, False)
+    P = 4  # LSTM with projection: inference only
+    yield (2, x.detach(), torch.randn(B, P), c0.detach(), torch.randn(4 * H, I), torch.randn(4 * H, P),
+           torch.randn(4 * H), torch.randn(4 * H), torch.randn(P, H), False)
 
 
 @pytest.mark.parametrize("args", list(_op_samples()),

@@ -88,13 +88,17 @@ _ONEDNN_BANDS: dict[str, list[tuple[int, int, int]]] = {
 }
 
 
-def uses_onednn(kind: str, x: Tensor, mask: Tensor | None, hidden: int, train: bool) -> bool:
+def uses_onednn(kind: str, x: Tensor, mask: Tensor | None, hidden: int, train: bool,
+                proj: bool = False) -> bool:
     """Whether a fused-path call goes to oneDNN's RNN primitive instead of rnnlab's own kernel.
 
-    Only dense (no lengths/packing), fp32, unprojected sequences qualify (oneDNN has no per-sample
-    lengths and no fp64 RNNs). Among those the rule follows BENCHMARKS.md's measurements.
+    Only dense (no lengths/packing) fp32 sequences qualify (oneDNN has no per-sample lengths and no
+    fp64 RNNs), and an LSTM projection only for inference. Among those the rule follows
+    BENCHMARKS.md's measurements.
     """
     if not (ONEDNN and _fused(x) and mask is None and x.dtype == torch.float32):
+        return False
+    if proj and train:
         return False
     if _onednn_mode != "auto":
         return _onednn_mode == "always"
@@ -117,7 +121,7 @@ def rnn(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
     train = _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh)
     if uses_onednn("rnn", x, mask, h0.shape[1], train):
         kind = ONEDNN_KINDS[nonlinearity]
-        return torch.ops.rnnlab.onednn_fwd(kind, x, h0, None, w_ih, w_hh, b_ih, b_hh, train)[0]
+        return torch.ops.rnnlab.onednn_fwd(kind, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, train)[0]
     if _fused(x):
         return torch.ops.rnnlab.rnn_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu")
     return RNNFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
@@ -129,8 +133,8 @@ def lstm(x: Tensor, mask: Tensor | None, h0: Tensor, c0: Tensor, w_ih: Tensor, w
     """One LSTM layer/direction → ``(hs, cs, workspace)``; on the oneDNN path ``cs`` holds only
     the final cell state ``(1, B, H)`` (all the layer needs of it)."""
     train = _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-    if w_hr is None and uses_onednn("lstm", x, mask, h0.shape[1], train):
-        y, _, c_t, ws = torch.ops.rnnlab.onednn_fwd(2, x, h0, c0, w_ih, w_hh, b_ih, b_hh, train)
+    if uses_onednn("lstm", x, mask, c0.shape[1], train, proj=w_hr is not None):
+        y, _, c_t, ws = torch.ops.rnnlab.onednn_fwd(2, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train)
         return y, c_t.unsqueeze(0), ws
     if _fused(x):
         return torch.ops.rnnlab.lstm_fwd(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
@@ -142,7 +146,7 @@ def gru(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
     """One GRU layer/direction → ``(hs, workspace)``."""
     keep = _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh)  # the workspace only matters for a backward
     if reset == "after" and uses_onednn("gru", x, mask, h0.shape[1], keep):
-        y, _, _, ws = torch.ops.rnnlab.onednn_fwd(3, x, h0, None, w_ih, w_hh, b_ih, b_hh, keep)
+        y, _, _, ws = torch.ops.rnnlab.onednn_fwd(3, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, keep)
         return y, ws
     if _fused(x):
         return torch.ops.rnnlab.gru_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset == "after", keep)

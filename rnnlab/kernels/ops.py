@@ -168,12 +168,12 @@ def _register_onednn() -> None:
     lib = "rnnlab::"
 
     @torch.library.register_fake(lib + "onednn_fwd")
-    def _(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, train):  # type: ignore[no-untyped-def]
-        steps, batch, hid = x.shape[0], x.shape[1], h0.shape[1]
-        dims = (int(steps), int(batch), int(x.shape[2]), int(hid))
+    def _(kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train):  # type: ignore[no-untyped-def]
+        steps, batch, out = x.shape[0], x.shape[1], h0.shape[1]
+        dims = (int(steps), int(batch), int(x.shape[2]), int(out))
         nbytes = _C.onednn_workspace_bytes(kind, *dims) if train else 0
-        return (x.new_empty(steps, batch, hid), h0.new_empty(batch, hid),
-                h0.new_empty(batch, hid) if kind == 2 else h0.new_empty(0),
+        return (x.new_empty(steps, batch, out), h0.new_empty(batch, out),
+                c0.new_empty(c0.shape) if kind == 2 else h0.new_empty(0),
                 x.new_empty(nbytes, dtype=torch.uint8))
 
     @torch.library.register_fake(lib + "onednn_bwd")
@@ -184,7 +184,11 @@ def _register_onednn() -> None:
                 torch.empty_like(w_hh), w_ih.new_empty(n_bias), w_ih.new_empty(n_bias))
 
     def setup(ctx: Any, inputs: tuple, output: tuple) -> None:
-        kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, train = inputs
+        kind, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train = inputs
+        if w_hr is not None and torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in inputs[1:9]
+        ):
+            raise RuntimeError("onednn_fwd: the LSTM projection (w_hr) is supported for inference only")
         ctx.set_materialize_grads(False)
         ctx.kind = kind
         y, h_t, c_t, ws = output
@@ -208,7 +212,7 @@ def _register_onednn() -> None:
         needs = ctx.needs_input_grad
         kind = ctx.kind
         if dy is None and dh_t is None and dc_t is None:
-            return (None,) * 9
+            return (None,) * 10
         if torch.is_grad_enabled():  # double backward: re-run on the differentiable reference path
             inputs = (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
             wrt = [t for t in inputs if t is not None and t.requires_grad]
@@ -219,7 +223,7 @@ def _register_onednn() -> None:
                     grads_out.append(g)
             found = iter(torch.autograd.grad(outs, wrt, grads_out, create_graph=True, allow_unused=True))
             return (None, *(next(found) if t is not None and t.requires_grad else None for t in inputs),
-                    None)
+                    None, None)
         if dy is None:
             dy = torch.zeros_like(y)
         if dh_t is not None:  # h_T is y[-1]
@@ -230,7 +234,7 @@ def _register_onednn() -> None:
         )
         return (None, dx if needs[1] else None, dh0 if needs[2] else None,
                 dc0 if needs[3] else None, dw_ih if needs[4] else None, dw_hh if needs[5] else None,
-                db_ih if needs[6] else None, db_hh if needs[7] else None, None)
+                db_ih if needs[6] else None, db_hh if needs[7] else None, None, None)
 
     torch.library.register_autograd(lib + "onednn_fwd", grad, setup_context=setup)
 

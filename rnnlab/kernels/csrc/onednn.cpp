@@ -37,15 +37,18 @@ dnnl::engine& engine() {
 int64_t n_gates(int64_t k) { return k == kLstm ? 4 : (k == kGru ? 3 : 1); }
 int64_t n_bias(int64_t k) { return k == kGru ? 4 : n_gates(k); }
 
-// Descriptors of one problem (T steps, batch B, input I, hidden H), in the user layouts.
+// Descriptors of one problem (T steps, batch B, input I, hidden H, output/state width P: the
+// LSTM projection size, else H), in the user layouts.
 struct Shape {
-  int64_t kind, T, B, I, H;
+  int64_t kind, T, B, I, H, P;
+  bool proj() const { return P != H; }
   memory::desc md(memory::dims d, tag t) const { return memory::desc(d, memory::data_type::f32, t); }
   memory::desc seq(int64_t f) const { return md({T, B, f}, tag::tnc); }
-  memory::desc state() const { return md({1, 1, B, H}, tag::ldnc); }
+  memory::desc state() const { return md({1, 1, B, P}, tag::ldnc); }
+  memory::desc c_state() const { return md({1, 1, B, H}, tag::ldnc); }
   memory::desc w(int64_t in, tag t) const { return md({1, 1, in, n_gates(kind), H}, t); }
+  memory::desc w_proj(tag t) const { return md({1, 1, H, P}, t); }  // torch's w_hr [P, H]: ldoi
   memory::desc bias() const { return md({1, 1, n_bias(kind), H}, tag::ldgo); }
-  memory::desc c_state() const { return kind == kLstm ? state() : memory::desc(); }
 };
 
 // Primitives of one shape, created once and kept (LRU): forward inference, forward training and
@@ -54,18 +57,22 @@ struct Shape {
 struct Entry {
   dnnl::primitive_desc infer_pd, train_pd, bwd_pd;
   dnnl::primitive infer, train, bwd;
-  memory w_layer, w_iter;
-  c10::optional<c10::weak_intrusive_ptr<c10::TensorImpl>> src_ih, src_hh;
-  uint32_t ver_ih = 0, ver_hh = 0;
+  memory w_layer, w_iter, w_proj;
+  c10::optional<c10::weak_intrusive_ptr<c10::TensorImpl>> src_ih, src_hh, src_hr;
+  uint32_t ver_ih = 0, ver_hh = 0, ver_hr = 0;
 };
 
 dnnl::primitive_desc make_fwd(const Shape& s, dnnl::prop_kind prop) {
   auto& e = engine();
   auto dir = dnnl::rnn_direction::unidirectional_left2right;
-  auto wl = s.w(s.I, tag::any), wi = s.w(s.H, tag::any);
+  auto wl = s.w(s.I, tag::any), wi = s.w(s.P, tag::any);
+  if (s.kind == kLstm && s.proj())  // LSTMP: h_t = W_hr (o ⊙ tanh c_t); no peepholes
+    return dnnl::lstm_forward::primitive_desc(e, prop, dir, s.seq(s.I), s.state(), s.c_state(), wl,
+                                              wi, memory::desc(), s.w_proj(tag::any), s.bias(),
+                                              s.seq(s.P), s.state(), s.c_state());
   if (s.kind == kLstm)
-    return dnnl::lstm_forward::primitive_desc(e, prop, dir, s.seq(s.I), s.state(), s.state(), wl,
-                                              wi, s.bias(), s.seq(s.H), s.state(), s.state());
+    return dnnl::lstm_forward::primitive_desc(e, prop, dir, s.seq(s.I), s.state(), s.c_state(), wl,
+                                              wi, s.bias(), s.seq(s.H), s.state(), s.c_state());
   if (s.kind == kGru)
     return dnnl::lbr_gru_forward::primitive_desc(e, prop, dir, s.seq(s.I), s.state(), wl, wi,
                                                  s.bias(), s.seq(s.H), s.state());
@@ -109,18 +116,19 @@ std::mutex cache_mutex;
 // The cached entry of a shape and thread count (created on first use; at most 64 kept, LRU).
 std::shared_ptr<Entry> entry(const Shape& s, bool train) {
   // primitives are tuned for the thread count they were created under: part of the key
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
   struct Hash {
     size_t operator()(const Key& k) const {
-      auto [a, b, c, d, e, f] = k;
+      auto [a, b, c, d, e, f, g] = k;
       const int64_t m = 1000003;
-      return std::hash<int64_t>()(((((a * m + b) * m + c) * m + d) * m + e) * m + f);
+      return std::hash<int64_t>()((((((a * m + b) * m + c) * m + d) * m + e) * m + f) * m + g);
     }
   };
   static std::list<std::pair<Key, std::shared_ptr<Entry>>> order;
   static std::unordered_map<Key, decltype(order)::iterator, Hash> index;
   std::lock_guard<std::mutex> lock(cache_mutex);
-  Key key{s.kind, s.T, s.B, s.I, s.H, at::get_num_threads()};
+  TORCH_CHECK(!(train && s.proj()), "onednn: LSTM projection is supported for inference only");
+  Key key{s.kind, s.T, s.B, s.I, s.H, s.P, at::get_num_threads()};
   std::shared_ptr<Entry> en;
   auto it = index.find(key);
   if (it != index.end()) {
@@ -183,24 +191,29 @@ bool same_weight(const c10::optional<c10::weak_intrusive_ptr<c10::TensorImpl>>& 
   return alive.defined() && alive.get() == w.unsafeGetTensorImpl() && ver == w._version();
 }
 
-void check_inputs(const Tensor& x, const Tensor& h0, const Tensor& w_ih, int64_t kind) {
-  TORCH_CHECK(kind >= kTanh && kind <= kGru, "onednn_fwd: kind must be 0..3, got ", kind);
+void check_inputs(const Tensor& x, const Tensor& h0, const Tensor& w_ih, int64_t H, int64_t kind) {
+  TORCH_CHECK(kind >= kTanh && kind <= kGru, "onednn: kind must be 0..3, got ", kind);
   TORCH_CHECK(x.scalar_type() == at::kFloat && x.dim() == 3 && h0.dim() == 2,
-              "onednn_fwd: expected float32 x [T,B,I] and h0 [B,H]");
-  TORCH_CHECK(w_ih.size(0) == n_gates(kind) * h0.size(1) && w_ih.size(1) == x.size(2),
-              "onednn_fwd: w_ih must be [G*H, I]");
+              "onednn: expected float32 x [T,B,I] and h0 [B,P]");
+  TORCH_CHECK(w_ih.size(0) == n_gates(kind) * H && w_ih.size(1) == x.size(2),
+              "onednn: w_ih must be [G*H, I]");
 }
 
 }  // namespace
 
-// → y [T,B,H], h_T [B,H], c_T [B,H] (LSTM; empty otherwise), workspace (uint8; empty unless train)
+// → y [T,B,P], h_T [B,P], c_T [B,H] (LSTM; empty otherwise), workspace (uint8; empty unless train).
+// w_hr [P,H]: LSTM projection (inference only).
 std::tuple<Tensor, Tensor, Tensor, Tensor> onednn_fwd(
     int64_t kind, const Tensor& x_, const Tensor& h0_, const c10::optional<Tensor>& c0,
     const Tensor& w_ih, const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
-    const c10::optional<Tensor>& b_hh, bool train) {
-  check_inputs(x_, h0_, w_ih, kind);
+    const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& w_hr_, bool train) {
+  const bool proj = w_hr_.has_value() && w_hr_->defined();
+  TORCH_CHECK(!proj || kind == kLstm, "onednn_fwd: w_hr is for the LSTM only");
+  const int64_t H = w_hh.size(0) / n_gates(kind);
+  check_inputs(x_, h0_, w_ih, H, kind);
   Tensor x = x_.contiguous(), h0 = h0_.contiguous();
-  const Shape s{kind, x.size(0), x.size(1), x.size(2), h0.size(1)};
+  const Tensor w_hr = proj ? w_hr_->contiguous() : Tensor();
+  const Shape s{kind, x.size(0), x.size(1), x.size(2), H, h0.size(1)};
   auto opt = x.options();
   auto en = entry(s, train);
   dnnl::stream st(engine());
@@ -208,22 +221,31 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> onednn_fwd(
   memory wl, wi;
   if (train) {  // weights change between training calls: reorder each time
     wl = reorder_in(w_ih, s.I, s, pd.weights_desc(0), st);
-    wi = reorder_in(w_hh, s.H, s, pd.weights_desc(1), st);
+    wi = reorder_in(w_hh, s.P, s, pd.weights_desc(1), st);
   } else {
     std::lock_guard<std::mutex> lock(cache_mutex);
-    if (!same_weight(en->src_ih, en->ver_ih, w_ih) || !same_weight(en->src_hh, en->ver_hh, w_hh)) {
+    if (!same_weight(en->src_ih, en->ver_ih, w_ih) || !same_weight(en->src_hh, en->ver_hh, w_hh) ||
+        (proj && !same_weight(en->src_hr, en->ver_hr, w_hr))) {
       en->w_layer = reorder_in(w_ih, s.I, s, pd.weights_desc(0), st);
-      en->w_iter = reorder_in(w_hh, s.H, s, pd.weights_desc(1), st);
+      en->w_iter = reorder_in(w_hh, s.P, s, pd.weights_desc(1), st);
       en->src_ih.emplace(w_ih.getIntrusivePtr());
       en->src_hh.emplace(w_hh.getIntrusivePtr());
       en->ver_ih = w_ih._version();
       en->ver_hh = w_hh._version();
+      if (proj) {
+        memory user = wrap(s.w_proj(tag::ldoi), w_hr);
+        en->w_proj = memory(pd.query_md(dnnl::query::exec_arg_md, DNNL_ARG_WEIGHTS_PROJECTION), engine());
+        dnnl::reorder(user, en->w_proj).execute(st, user, en->w_proj);
+        st.wait();
+        en->src_hr.emplace(w_hr_->getIntrusivePtr());
+        en->ver_hr = w_hr_->_version();
+      }
     }
     wl = en->w_layer;
     wi = en->w_iter;
   }
   Tensor bias = merged_bias(kind, b_ih, b_hh, s.H, opt);
-  Tensor y = at::empty({s.T, s.B, s.H}, opt), hT = at::empty({s.B, s.H}, opt);
+  Tensor y = at::empty({s.T, s.B, s.P}, opt), hT = at::empty({s.B, s.P}, opt);
   Tensor c0c = kind == kLstm ? c0->contiguous() : Tensor();
   Tensor cT = kind == kLstm ? at::empty({s.B, s.H}, opt) : at::empty({0}, opt);
   // zeroed: oneDNN leaves padding in it unwritten, and the op's outputs must be deterministic
@@ -232,12 +254,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> onednn_fwd(
   std::unordered_map<int, memory> args{
       {DNNL_ARG_SRC_LAYER, wrap(s.seq(s.I), x)},     {DNNL_ARG_SRC_ITER, wrap(s.state(), h0)},
       {DNNL_ARG_WEIGHTS_LAYER, wl},                  {DNNL_ARG_WEIGHTS_ITER, wi},
-      {DNNL_ARG_BIAS, wrap(s.bias(), bias)},         {DNNL_ARG_DST_LAYER, wrap(s.seq(s.H), y)},
+      {DNNL_ARG_BIAS, wrap(s.bias(), bias)},         {DNNL_ARG_DST_LAYER, wrap(s.seq(s.P), y)},
       {DNNL_ARG_DST_ITER, wrap(s.state(), hT)}};
   if (kind == kLstm) {
-    args[DNNL_ARG_SRC_ITER_C] = wrap(s.state(), c0c);
-    args[DNNL_ARG_DST_ITER_C] = wrap(s.state(), cT);
+    args[DNNL_ARG_SRC_ITER_C] = wrap(s.c_state(), c0c);
+    args[DNNL_ARG_DST_ITER_C] = wrap(s.c_state(), cT);
   }
+  if (proj) args[DNNL_ARG_WEIGHTS_PROJECTION] = en->w_proj;
   if (train) args[DNNL_ARG_WORKSPACE] = wrap(pd.workspace_desc(), ws);
   (train ? en->train : en->infer).execute(st, args);
   st.wait();
@@ -250,12 +273,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> onednn_bwd(
     const Tensor& h0_, const c10::optional<Tensor>& c0, const Tensor& w_ih, const Tensor& w_hh,
     const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh, const Tensor& y,
     const Tensor& hT, const c10::optional<Tensor>& cT, const Tensor& ws) {
-  check_inputs(x_, h0_, w_ih, kind);
+  check_inputs(x_, h0_, w_ih, h0_.size(1), kind);
   Tensor x = x_.contiguous(), h0 = h0_.contiguous(), dy = dy_.contiguous();
-  const Shape s{kind, x.size(0), x.size(1), x.size(2), h0.size(1)};
+  const Shape s{kind, x.size(0), x.size(1), x.size(2), h0.size(1), h0.size(1)};
   auto opt = x.options();
   auto en = entry(s, true);
   const auto& pd = en->bwd_pd;
+  TORCH_CHECK(ws.numel() == static_cast<int64_t>(pd.workspace_desc().get_size()),
+              "onednn_bwd: the workspace does not match (was the forward run with train=True?)");
   dnnl::stream st(engine());
   memory wl = reorder_in(w_ih, s.I, s, pd.weights_desc(0), st);
   memory wi = reorder_in(w_hh, s.H, s, pd.weights_desc(1), st);
@@ -308,7 +333,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> onednn_bwd(
 
 // Bytes of the training workspace for a shape (the fake implementation sizes its output with it).
 int64_t onednn_workspace_bytes(int64_t kind, int64_t T, int64_t B, int64_t I, int64_t H) {
-  const Shape s{kind, T, B, I, H};
+  const Shape s{kind, T, B, I, H, H};
   return static_cast<int64_t>(entry(s, true)->train_pd.workspace_desc().get_size());
 }
 
@@ -316,7 +341,7 @@ int64_t onednn_workspace_bytes(int64_t kind, int64_t T, int64_t B, int64_t I, in
 
 TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   m.def("onednn_fwd(int kind, Tensor x, Tensor h0, Tensor? c0, Tensor w_ih, Tensor w_hh, "
-        "Tensor? b_ih, Tensor? b_hh, bool train) -> (Tensor, Tensor, Tensor, Tensor)");
+        "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool train) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("onednn_bwd(int kind, Tensor dy, Tensor? dcT, Tensor x, Tensor h0, Tensor? c0, "
         "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor y, Tensor hT, Tensor? cT, "
         "Tensor ws) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
