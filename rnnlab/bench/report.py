@@ -75,7 +75,9 @@ def _case_table(run: dict, roofline: bool) -> list[str]:
                    else "- | -")
             line += f" {f(tr, 'E_gemm')} | {f(tr, 'E_peak')} | {f(inf, 'E_gemm')} | {mem} |"
         lines.append(line)
-    lines += ["", "| streaming (B=1, per step) | torch.nn.*Cell µs | rnnlab `step` µs | × |",
+    lines += ["", "Streaming: 100 steps called one by one from Python, no grad, the inputs x_t prepared "
+              "as a list beforehand (the time is the step calls, Python call included).", "",
+              "| streaming (B=1, per step) | torch.nn.*Cell µs | rnnlab `step` µs | × |",
               "|---|---|---|---|"]
     for s in run["streaming"]:
         lines.append(f"| {s['cell'].upper()} H={s['hidden']} | {s['torch_us']:.1f} | "

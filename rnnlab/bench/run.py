@@ -59,7 +59,7 @@ def _stream_pair(cell: str, hidden: int, reps: int, steps: int = 100) -> tuple[f
     peer = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell](hidden, hidden)
     ours = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}[cell](hidden, hidden)
     ours.load_state_dict({f"{k}_l0": v for k, v in peer.state_dict().items()})
-    xs = torch.randn(steps, 1, hidden)
+    xs = list(torch.randn(steps, 1, hidden).unbind(0))  # prepared: the loops time the steps only
 
     def run_peer() -> None:
         with torch.no_grad():
