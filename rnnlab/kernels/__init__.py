@@ -78,13 +78,20 @@ def _fused(x: Tensor) -> bool:
 
 
 _INF = 1 << 62
-# Where oneDNN's forward beat rnnlab's own inference kernel, by cell: bands of (largest hidden
-# size, smallest batch, largest batch). Measured at T=100, 2 threads on the 2-core Xeon of
-# BENCHMARKS.md (`kernels.onednn_mode("always"/"never")` side by side with torch.nn).
-_ONEDNN_BANDS: dict[str, list[tuple[int, int, int]]] = {
-    "lstm": [(64, 16, _INF), (256, 8, _INF), (_INF, 32, _INF)],
-    "gru": [(64, _INF, 0), (128, 16, _INF), (256, 4, _INF), (_INF, 64, _INF)],
-    "rnn": [(128, _INF, 0), (256, 8, _INF), (_INF, 2, 16)],
+# Where oneDNN's forward beat rnnlab's own inference kernel, by thread count (1, or 2 and more) and
+# cell: bands of (largest hidden size, smallest batch, largest batch). Measured at T=100 on the
+# 2-core Xeon of BENCHMARKS.md, `kernels.onednn_mode("always"/"never")` side by side with torch.nn.
+_ONEDNN_BANDS: dict[int, dict[str, list[tuple[int, int, int]]]] = {
+    2: {
+        "lstm": [(64, 16, _INF), (256, 8, _INF), (_INF, 32, _INF)],
+        "gru": [(64, _INF, 0), (128, 16, _INF), (256, 4, _INF), (_INF, 64, _INF)],
+        "rnn": [(128, _INF, 0), (256, 8, _INF), (_INF, 2, 16)],
+    },
+    1: {  # one thread: our kernel loses no fork/join, and oneDNN's RNN H=512 was 2x slower
+        "lstm": [(128, 4, _INF), (256, 64, _INF), (_INF, 32, _INF)],
+        "gru": [(128, 2, _INF), (_INF, 64, _INF)],
+        "rnn": [],
+    },
 }
 
 
@@ -105,7 +112,7 @@ def uses_onednn(kind: str, x: Tensor, mask: Tensor | None, hidden: int, train: b
     if train:  # rnnlab's backward beats oneDNN's training pass on the whole grid
         return False
     batch = x.shape[1]
-    for max_hidden, min_batch, max_batch in _ONEDNN_BANDS[kind]:
+    for max_hidden, min_batch, max_batch in _ONEDNN_BANDS[min(torch.get_num_threads(), 2)][kind]:
         if hidden <= max_hidden:
             return min_batch <= batch <= max_batch
     return False
