@@ -22,7 +22,7 @@ if not os.environ.get("RNNLAB_NO_EXT"):
 
     src = "rnnlab/kernels/csrc"
     flags = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-mprefer-vector-width=512"]
-    files = ("register.cpp", "rnn.cpp", "lstm.cpp", "gru.cpp", "step.cpp", "stream.cpp")
+    files = ("register.cpp", "rnn.cpp", "lstm.cpp", "gru.cpp", "step.cpp")
     sources = [f"{src}/{f}" for f in files]
     extra: dict = {"include_dirs": [], "library_dirs": [], "libraries": [], "extra_link_args": []}
     prefix = Path(sys.prefix)

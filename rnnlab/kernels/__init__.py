@@ -67,7 +67,7 @@ def reference_forced() -> bool:
     return _forced_reference
 
 
-# One no-grad step of a stacked unidirectional layer in a single C call (csrc/stream.cpp):
+# One no-grad step of a stacked unidirectional layer in a single C call (csrc/step.cpp):
 # stream_step(kind, x, hx, params, names) → (output, h_n), or None when the call needs the
 # validated path (gradients on, any mismatch). None when the extension is not built.
 stream_step = _C.stream_step if AVAILABLE else None

@@ -69,7 +69,7 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
 }
 
 // `import rnnlab._C` loads this library, which registers the ops above. The module has two plain
-// functions: stream_step (stream.cpp) and onednn_workspace_bytes(kind, T, B, I, H) (None when
+// functions: stream_step (step.cpp) and onednn_workspace_bytes(kind, T, B, I, H) (None when
 // built without oneDNN), which the fake implementation of onednn_fwd uses to size its workspace.
 #ifdef RNNLAB_ONEDNN
 namespace rnnlab {
@@ -92,11 +92,11 @@ static PyObject* workspace_bytes(PyObject*, PyObject* args) {
 #endif
 }
 
-PyObject* rnnlab_stream_step(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // stream.cpp
+PyObject* rnnlab_stream_step(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // step.cpp
 
 static PyMethodDef methods[] = {
     {"stream_step", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_stream_step)),
-     METH_FASTCALL, "One no-grad time step of a stacked layer (see stream.cpp); None: not handled."},
+     METH_FASTCALL, "One no-grad time step of a stacked layer (see step.cpp); None: not handled."},
     {"onednn_workspace_bytes", workspace_bytes, METH_VARARGS,
      "Bytes of oneDNN's training workspace for (kind, T, B, I, H); None without oneDNN."},
     {nullptr, nullptr, 0, nullptr}};

@@ -1,5 +1,21 @@
-// The single-step ops (torch.ops.rnnlab.*_step) for streaming and generation (no gradients):
-// x [B,I], state [B,H] → new state. The arithmetic is in step.h.
+// Single time steps for streaming and generation (no gradients): x [B,I], state [B,H] → new state.
+// The arithmetic is in step.h. Two entries:
+//  * the ops torch.ops.rnnlab.{rnn,lstm,gru}_step (dispatched, any strides);
+//  * rnnlab._C.stream_step: a whole stacked-layer step called straight from Python, where one
+//    step is a few microseconds of arithmetic and a dispatched op's own overhead (~3 µs) plus the
+//    Python around it would dominate. It takes the tensors as they are, checks what it relies on,
+//    and answers None whenever anything is unusual (gradients on, a dtype/device/shape mismatch,
+//    a non-contiguous tensor): the caller then takes the validated path, which raises the proper
+//    error.
+//      stream_step(kind, x [B,I], hx, params, names) with kind 0 tanh RNN, 1 relu RNN, 2 LSTM,
+//      3 GRU (reset after), 4 GRU (reset before); hx None, h [L,B,P] or (h [L,B,P], c [L,B,H]);
+//      params the layer's parameter dict, names per layer (w_ih, w_hh, b_ih, b_hh, w_hr) keys
+//      → (output [B,P], h_n) or (output, (h_n, c_n)); output is a copy of h_n[L-1]
+#include <Python.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+#include <array>
+
 #include "step.h"
 
 namespace rnnlab {
@@ -61,3 +77,124 @@ Tensor gru_step(const Tensor& x_, const Tensor& h_, const Tensor& w_ih_, const T
 }
 
 }  // namespace rnnlab
+
+// --- the one-call stacked step -----------------------------------------------------------
+
+namespace rnnlab {
+namespace {
+
+// The tensor behind obj, or nullptr when obj is not a tensor.
+const Tensor* as_tensor(PyObject* obj) {
+  return obj && THPVariable_Check(obj) ? &THPVariable_Unpack(obj) : nullptr;
+}
+
+// Whether t is a contiguous CPU tensor of dtype st with the given sizes.
+bool usable(const Tensor* t, at::ScalarType st, std::initializer_list<int64_t> sizes) {
+  return t && t->scalar_type() == st && t->device().is_cpu() && t->is_contiguous() &&
+         t->sizes().equals(sizes);
+}
+
+struct LayerWeights {
+  const Tensor *w_ih, *w_hh, *b_ih, *b_hh, *w_hr;
+};
+
+template <typename T>
+const T* ptr(const Tensor* t) {
+  return t ? t->data_ptr<T>() : nullptr;
+}
+
+template <typename T>
+void run(long kind, const Tensor& x, const std::vector<LayerWeights>& w, int64_t B, int64_t P,
+         int64_t H, const T* h, const T* c, T* h_n, T* c_n, T* out) {
+  const T* in = x.data_ptr<T>();
+  int64_t feat = x.size(1);
+  for (size_t l = 0; l < w.size(); ++l) {
+    const auto& p = w[l];
+    T* h_l = h_n + l * B * P;
+    if (kind == 2)
+      stepk::lstm<T>(in, B, feat, h + l * B * P, P, c + l * B * H, H, ptr<T>(p.w_ih), ptr<T>(p.w_hh),
+                     ptr<T>(p.b_ih), ptr<T>(p.b_hh), ptr<T>(p.w_hr), h_l, c_n + l * B * H);
+    else if (kind >= 3)
+      stepk::gru<T>(in, B, feat, h + l * B * P, H, ptr<T>(p.w_ih), ptr<T>(p.w_hh), ptr<T>(p.b_ih),
+                    ptr<T>(p.b_hh), kind == 3, h_l);
+    else
+      stepk::rnn<T>(in, B, feat, h + l * B * P, H, ptr<T>(p.w_ih), ptr<T>(p.w_hh), ptr<T>(p.b_ih),
+                    ptr<T>(p.b_hh), kind == 1, h_l);
+    in = h_l;
+    feat = P;
+  }
+  std::copy(in, in + B * P, out);
+}
+
+PyObject* step(PyObject* const* args, Py_ssize_t nargs) {
+  if (nargs != 5 || at::GradMode::is_enabled() || !PyDict_Check(args[3])) Py_RETURN_NONE;
+  const long kind = PyLong_AsLong(args[0]);
+  const Tensor* xp = as_tensor(args[1]);
+  PyObject* names = args[4];
+  if (kind < 0 || kind > 4 || !xp || !PyList_Check(names) || PyList_GET_SIZE(names) < 1)
+    Py_RETURN_NONE;
+  const auto st = xp->scalar_type();
+  if (xp->dim() != 2 || xp->size(0) < 1 || (st != at::kFloat && st != at::kDouble) ||
+      !xp->device().is_cpu() || !xp->is_contiguous())
+    Py_RETURN_NONE;
+  const bool lstm = kind == 2;
+  const int64_t L = PyList_GET_SIZE(names), B = xp->size(0), G = lstm ? 4 : (kind >= 3 ? 3 : 1);
+  std::vector<LayerWeights> w(L);
+  int64_t feat = xp->size(1), P = 0, H = 0;
+  for (int64_t l = 0; l < L; ++l) {
+    PyObject* keys = PyList_GET_ITEM(names, l);
+    if (!PyTuple_Check(keys) || PyTuple_GET_SIZE(keys) != 5) Py_RETURN_NONE;
+    std::array<const Tensor*, 5> t;
+    for (int k = 0; k < 5; ++k) t[k] = as_tensor(PyDict_GetItem(args[3], PyTuple_GET_ITEM(keys, k)));
+    if (!t[0] || t[0]->dim() != 2) Py_RETURN_NONE;
+    H = t[0]->size(0) / G;
+    P = t[4] ? t[4]->size(0) : H;
+    if (!usable(t[0], st, {G * H, feat}) || !usable(t[1], st, {G * H, P}) ||
+        (t[2] && !usable(t[2], st, {G * H})) || (t[3] && !usable(t[3], st, {G * H})) ||
+        (!t[2] != !t[3]) || (t[4] && !usable(t[4], st, {P, H})))
+      Py_RETURN_NONE;
+    w[l] = {t[0], t[1], t[2], t[3], t[4]};
+    feat = P;
+  }
+  // the state: zeros when hx is None
+  Tensor h, c;
+  PyObject* hx = args[2];
+  auto opt = xp->options();
+  if (hx == Py_None) {
+    h = at::zeros({L, B, P}, opt);
+    if (lstm) c = at::zeros({L, B, H}, opt);
+  } else if (lstm) {
+    if (!PyTuple_Check(hx) || PyTuple_GET_SIZE(hx) != 2) Py_RETURN_NONE;
+    const Tensor *hp = as_tensor(PyTuple_GET_ITEM(hx, 0)), *cp = as_tensor(PyTuple_GET_ITEM(hx, 1));
+    if (!usable(hp, st, {L, B, P}) || !usable(cp, st, {L, B, H})) Py_RETURN_NONE;
+    h = *hp;
+    c = *cp;
+  } else {
+    const Tensor* hp = as_tensor(hx);
+    if (!usable(hp, st, {L, B, P})) Py_RETURN_NONE;
+    h = *hp;
+  }
+  Tensor h_n = at::detail::empty_cpu({L, B, P}, st, false);
+  Tensor c_n = lstm ? at::detail::empty_cpu({L, B, H}, st, false) : Tensor();
+  Tensor out = at::detail::empty_cpu({B, P}, st, false);
+  AT_DISPATCH_FLOATING_TYPES(st, "stream_step", [&] {
+    run<scalar_t>(kind, *xp, w, B, P, H, h.data_ptr<scalar_t>(), lstm ? c.data_ptr<scalar_t>() : nullptr,
+                  h_n.data_ptr<scalar_t>(), lstm ? c_n.data_ptr<scalar_t>() : nullptr,
+                  out.data_ptr<scalar_t>());
+  });
+  PyObject* state = lstm ? Py_BuildValue("(NN)", THPVariable_Wrap(h_n), THPVariable_Wrap(c_n))
+                         : THPVariable_Wrap(h_n);
+  return Py_BuildValue("(NN)", THPVariable_Wrap(out), state);
+}
+
+}  // namespace
+}  // namespace rnnlab
+
+PyObject* rnnlab_stream_step(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  try {
+    return rnnlab::step(args, nargs);
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+}

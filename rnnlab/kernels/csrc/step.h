@@ -1,7 +1,7 @@
 // One time step of each cell on raw row-major pointers (no gradients): x [B,I], h [B,P], c [B,H].
 // Same math as the sequence kernels (rows.h); the affine maps write into a reused per-thread
-// scratch, so a step writes only its outputs. Used by the step ops (step.cpp) and by the one-call
-// streaming step (stream.cpp).
+// scratch, so a step writes only its outputs. Used by the step ops and by the one-call streaming
+// step, both in step.cpp.
 #pragma once
 
 #include "packed.h"
