@@ -4,6 +4,10 @@
 manager) or the environment variable ``RNNLAB_BACKEND=reference`` forces the reference path.
 The two paths take the same arguments and return the same tensors (including the workspace
 layout), so they are interchangeable and tested against each other.
+
+Within the fused path, dense fp32 inference may go to oneDNN's RNN primitives instead
+(``uses_onednn``: a rule measured per cell, hidden size, batch and thread count; override with
+``onednn_mode`` or ``RNNLAB_ONEDNN``); ``stream_step`` is the one-call step behind ``Layer.step``.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ _forced_reference = os.environ.get("RNNLAB_BACKEND", "").lower() == "reference"
 # "auto" (measured rule below), "always" or "never"
 _onednn_mode = os.environ.get("RNNLAB_ONEDNN", "auto").lower()
 
-__all__ = ["AVAILABLE", "LOAD_ERROR", "ONEDNN", "backend", "gru", "lstm", "onednn_mode", "rnn",
-           "use_reference"]
+__all__ = ["AVAILABLE", "LOAD_ERROR", "ONEDNN", "backend", "gru", "lstm", "onednn_mode",
+           "reference_forced", "rnn", "stream_step", "use_reference", "uses_onednn"]
 
 
 def backend(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> str:
