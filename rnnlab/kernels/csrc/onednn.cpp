@@ -12,6 +12,7 @@
 #include <torch/library.h>
 
 #include <list>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 
@@ -117,15 +118,8 @@ std::mutex cache_mutex;
 std::shared_ptr<Entry> entry(const Shape& s, bool train) {
   // primitives are tuned for the thread count they were created under: part of the key
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
-  struct Hash {
-    size_t operator()(const Key& k) const {
-      auto [a, b, c, d, e, f, g] = k;
-      const int64_t m = 1000003;
-      return std::hash<int64_t>()((((((a * m + b) * m + c) * m + d) * m + e) * m + f) * m + g);
-    }
-  };
-  static std::list<std::pair<Key, std::shared_ptr<Entry>>> order;
-  static std::unordered_map<Key, decltype(order)::iterator, Hash> index;
+  static std::list<std::pair<Key, std::shared_ptr<Entry>>> order;  // most recent first
+  static std::map<Key, decltype(order)::iterator> index;
   std::lock_guard<std::mutex> lock(cache_mutex);
   TORCH_CHECK(!(train && s.proj()), "onednn: LSTM projection is supported for inference only");
   Key key{s.kind, s.T, s.B, s.I, s.H, s.P, at::get_num_threads()};
