@@ -80,5 +80,12 @@ class Dist:
         return t.narrow(dim, self.rank * n, n)
 
     def close(self) -> None:
+        """Leave the process group once every rank is done with it.
+
+        The barrier matters: gloo's worker threads release a finished collective's tensors a moment
+        after ``wait`` returns, and that release needs the GIL. A rank that raced ahead into
+        interpreter shutdown aborted there ("terminate called without an active exception").
+        """
         if self.world > 1 and dist.is_initialized():
+            dist.barrier()
             dist.destroy_process_group()
