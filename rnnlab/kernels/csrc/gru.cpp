@@ -82,7 +82,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, const Tensor& ws, bool after,
     bool need_dx) {
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), W = after ? 4 * H : 3 * H;
-  const int64_t K = chunk_steps(T, B);
+  const int64_t K = chunk_steps(T, B, 3 * H);
   auto dgi = at::empty({K, B, 3 * H}, x.options());  // one chunk of [dar|daz|dan]
   // reset after: the recurrent pre-activation gradient [dar|daz|dan⊙r] differs from the input
   // one only in its n block, so only that block is kept for the weight gradient

@@ -67,7 +67,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const c10::optional<Tensor>& mask, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const c10::optional<Tensor>& w_hr, const Tensor& hs, const Tensor& cs,
     const Tensor& gates, bool need_dx) {
-  const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1), K = chunk_steps(T, B);
+  const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1), K = chunk_steps(T, B, 4 * H);
   const bool proj = w_hr.has_value() && w_hr->defined();
   auto da = at::empty({K, B, 4 * H}, x.options());  // one chunk of pre-activation gradients
   auto dh = at::zeros({B, P}, x.options());

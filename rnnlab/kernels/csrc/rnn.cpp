@@ -51,8 +51,11 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const Tensor& dhs, const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, bool relu, bool need_dx) {
-  const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), K = chunk_steps(T, B);
-  auto da = at::empty({K, B, H}, x.options());  // one chunk of pre-activation gradients
+  const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), K = chunk_steps(T, B, H);
+  // one chunk of pre-activation gradients (allocated on first use): where the upstream gradient's
+  // chunk is a private copy (it was not contiguous, e.g. the expanded one of out.sum()), da
+  // overwrites that copy in place instead
+  Tensor da;
   auto dh = at::zeros({B, H}, x.options());
   auto dx = need_dx ? at::empty({T, B, x.size(2)}, x.options()) : at::empty({0}, x.options());
   auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
@@ -61,7 +64,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
   auto whh = w_hh.contiguous();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_bwd", [&] {
     const scalar_t* hv = hs_c.data_ptr<scalar_t>();
-    scalar_t* dav = da.data_ptr<scalar_t>();
     scalar_t* dhv = dh.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     const StepGemm<scalar_t> step(whh.data_ptr<scalar_t>(), H, false, B, H, H);  // dh += da W_hh
@@ -70,8 +72,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
       const int64_t t0 = std::max<int64_t>(0, t1 - K);
       const Tensor g_chunk = grad_steps(dhs, t0, t1);
       const scalar_t* g_out = g_chunk.data_ptr<scalar_t>();  // steps t0.. of dL/dh (from outside)
+      const bool g_copied = !g_chunk.is_alias_of(dhs);
+      if (!g_copied && !da.defined()) da = at::empty({K, B, H}, x.options());
+      scalar_t* da0 = (g_copied ? g_chunk : da).data_ptr<scalar_t>();  // da_t[j] may replace g_t[j]
       for (int64_t t = t1 - 1; t >= t0; --t) {
-        scalar_t* da_t = dav + (t - t0) * B * H;
+        scalar_t* da_t = da0 + (t - t0) * B * H;
         for_range(B, H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
             const int64_t o = (t * B + b) * H, og = ((t - t0) * B + b) * H;
@@ -92,7 +97,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
         });
         step(da_t, H, 1, dhv, H, active[t]);
       }
-      auto da_c = da.narrow(0, 0, t1 - t0);
+      auto da_c = g_copied ? g_chunk : da.narrow(0, 0, t1 - t0);
       add_input_grads(da_c, x, w_ih, t0, dw_ih, db, dx);
       add_prev_gemm(dw_hh, da_c, h0, hs_c, t0);
       t1 = t0;
