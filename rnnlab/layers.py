@@ -147,8 +147,13 @@ class RNNBase(nn.Module):
         return s
 
     # --- the per-family recurrence; subclasses run their autograd Function ---------------------
+    # whether `_run(..., reverse=True)` runs the backward direction on the input as it is (the
+    # kernels walk t = T-1 … 0); otherwise the layer reverses each sequence around a forward run
+    native_reverse = False
+
     def _run(
-        self, x: Tensor, mask: Tensor | None, state: tuple[Tensor, ...], params: Params
+        self, x: Tensor, mask: Tensor | None, state: tuple[Tensor, ...], params: Params,
+        reverse: bool = False,
     ) -> tuple[Tensor, ...]:
         """One layer, one direction: ``x (T, B, F)`` → per-step carried states ``(T, B, ·)``."""
         raise NotImplementedError
@@ -186,13 +191,16 @@ class RNNBase(nn.Module):
             outs = []
             for d in range(self.num_directions):
                 k = layer * self.num_directions + d
-                xin = layer_in if d == 0 else seq.reverse(layer_in, rev)
-                carried = self._run(xin, mask, tuple(s[k] for s in state), self._params(layer, d))
+                native = d == 1 and self.native_reverse  # no reversed copies
+                xin = layer_in if d == 0 or native else seq.reverse(layer_in, rev)
+                state_k = tuple(s[k] for s in state)
+                carried = self._run(xin, mask, state_k, self._params(layer, d), reverse=native)
                 for final, states in zip(finals, carried):
-                    final.append(states[-1])  # state after each sequence's last valid step
+                    # state after each sequence's last valid step (a reverse run ends at t = 0)
+                    final.append(states[0] if native else states[-1])
                 # padded outputs are zero (packed output drops them: no need)
                 y = carried[0] if mask is None or packed else torch.where(mask, carried[0], 0.0)
-                outs.append(y if d == 0 else seq.reverse(y, rev))
+                outs.append(y if d == 0 or native else seq.reverse(y, rev))
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
@@ -304,9 +312,11 @@ class RNN(RNNBase):
         relu = self.nonlinearity == "relu"
         return (torch.ops.rnnlab.rnn_step(x, state[0], w_ih, w_hh, b_ih, b_hh, relu),)
 
-    def _run(self, x, mask, state, params):  # type: ignore[no-untyped-def]
+    native_reverse = True
+
+    def _run(self, x, mask, state, params, reverse=False):  # type: ignore[no-untyped-def]
         w_ih, w_hh, b_ih, b_hh, _ = params
-        return (kernels.rnn(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity),)
+        return (kernels.rnn(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity, reverse),)
 
     @property
     def _stream_kind(self) -> int | None:
@@ -329,7 +339,7 @@ class LSTM(RNNBase):
     def _step_kernel(self, x, state, params):  # type: ignore[no-untyped-def]
         return tuple(torch.ops.rnnlab.lstm_step(x, state[0], state[1], *params))
 
-    def _run(self, x, mask, state, params):  # type: ignore[no-untyped-def]
+    def _run(self, x, mask, state, params, reverse=False):  # type: ignore[no-untyped-def]
         hs, cs, _ = kernels.lstm(x, mask, state[0], state[1], *params)
         return hs, cs
 
@@ -378,7 +388,7 @@ class GRU(RNNBase):
         after = self.reset == "after"
         return (torch.ops.rnnlab.gru_step(x, state[0], w_ih, w_hh, b_ih, b_hh, after),)
 
-    def _run(self, x, mask, state, params):  # type: ignore[no-untyped-def]
+    def _run(self, x, mask, state, params, reverse=False):  # type: ignore[no-untyped-def]
         w_ih, w_hh, b_ih, b_hh, _ = params
         hs, _ = kernels.gru(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.reset)
         return (hs,)

@@ -127,15 +127,25 @@ def _needs_grad(*tensors: Tensor | None) -> bool:
 
 
 def rnn(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
-        b_ih: Tensor | None, b_hh: Tensor | None, nonlinearity: str) -> Tensor:
-    """One RNN layer/direction over a sequence → carried states ``(T, B, H)``."""
+        b_ih: Tensor | None, b_hh: Tensor | None, nonlinearity: str, reverse: bool = False) -> Tensor:
+    """One RNN layer/direction over a sequence → carried states ``(T, B, H)``.
+
+    ``reverse``: run from the last step to the first (state frozen on padded steps, so each
+    sequence starts from ``h0`` at its last valid step); the final state is then ``hs[0]``. The
+    fused kernel does this in place; the other paths run forward on time-flipped copies.
+    """
     train = _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh)
+    if _fused(x) and not uses_onednn("rnn", x, mask, h0.shape[1], train):
+        return torch.ops.rnnlab.rnn_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu",
+                                        reverse)
+    if reverse:
+        x, mask = x.flip(0), (mask.flip(0) if mask is not None else None)
     if uses_onednn("rnn", x, mask, h0.shape[1], train):
         kind = ONEDNN_KINDS[nonlinearity]
-        return torch.ops.rnnlab.onednn_fwd(kind, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, train)[0]
-    if _fused(x):
-        return torch.ops.rnnlab.rnn_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu")
-    return RNNFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+        hs = torch.ops.rnnlab.onednn_fwd(kind, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, train)[0]
+    else:
+        hs = RNNFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+    return hs.flip(0) if reverse else hs
 
 
 def lstm(x: Tensor, mask: Tensor | None, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,

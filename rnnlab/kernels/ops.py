@@ -40,16 +40,25 @@ def _maybe(t: Tensor | None) -> Tensor | None:
     return t if t is not None and t.numel() > 0 else None
 
 
+def _flip(t: Tensor | None) -> Tensor | None:
+    """``t`` reversed in time (dim 0); None and empty tensors pass through."""
+    return t.flip(0) if t is not None and t.numel() > 0 else t
+
+
+def _same(t: Tensor | None) -> Tensor | None:
+    return t
+
+
 def _register() -> None:
     lib = "rnnlab::"
 
     # --- fake implementations: shapes and dtypes only ------------------------------------------
     @torch.library.register_fake(lib + "rnn_fwd")
-    def _(x, mask, h0, w_ih, w_hh, b_ih, b_hh, relu):  # type: ignore[no-untyped-def]
+    def _(x, mask, h0, w_ih, w_hh, b_ih, b_hh, relu, reverse=False):  # type: ignore[no-untyped-def]
         return x.new_empty(x.shape[0], x.shape[1], h0.shape[1])
 
     @torch.library.register_fake(lib + "rnn_bwd")
-    def _(dhs, x, mask, h0, w_ih, w_hh, hs, relu, need_dx):  # type: ignore[no-untyped-def]
+    def _(dhs, x, mask, h0, w_ih, w_hh, hs, relu, need_dx, reverse=False):  # type: ignore[no-untyped-def]
         return (_dx(x, need_dx), torch.empty_like(h0), torch.empty_like(w_ih),
                 torch.empty_like(w_hh), w_hh.new_empty(w_hh.shape[0]))
 
@@ -91,26 +100,30 @@ def _register() -> None:
 
     # --- autograd ---------------------------------------------------------------------------------
     def rnn_setup(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, mask, h0, w_ih, w_hh, b_ih, b_hh, relu = inputs
+        x, mask, h0, w_ih, w_hh, b_ih, b_hh, relu = inputs[:8]
         ctx.set_materialize_grads(False)
         ctx.relu = relu
+        ctx.reverse = bool(inputs[8]) if len(inputs) > 8 else False
         ctx.save_for_backward(x, mask, h0, w_ih, w_hh, output)
 
     def rnn_grad(ctx: Any, dhs: Tensor | None) -> tuple:
         x, mask, h0, w_ih, w_hh, hs = ctx.saved_tensors
         needs = ctx.needs_input_grad
         if dhs is None:
-            return (None,) * 8
+            return (None,) * 9
         if torch.is_grad_enabled():  # double backward: differentiable reference BPTT
+            flip = _flip if ctx.reverse else _same  # a reverse run is a forward run in flipped time
             dx, dh0, dw_ih, dw_hh, db = rnn_backward(
-                dhs, x, mask, h0, w_ih, w_hh, hs, "relu" if ctx.relu else "tanh", needs[0]
+                flip(dhs), flip(x), flip(mask), h0, w_ih, w_hh, flip(hs),
+                "relu" if ctx.relu else "tanh", needs[0],
             )
+            dx = flip(dx)
         else:
             dx, dh0, dw_ih, dw_hh, db = torch.ops.rnnlab.rnn_bwd(
-                dhs, x, mask, h0, w_ih, w_hh, hs, ctx.relu, needs[0]
+                dhs, x, mask, h0, w_ih, w_hh, hs, ctx.relu, needs[0], ctx.reverse
             )
         return (_maybe(dx), None, dh0, dw_ih, dw_hh, db if needs[5] else None,
-                db if needs[6] else None, None)
+                db if needs[6] else None, None, None)
 
     torch.library.register_autograd(lib + "rnn_fwd", rnn_grad, setup_context=rnn_setup)
 

@@ -135,10 +135,19 @@ inline Tensor grad_steps(const Tensor& dhs, int64_t t0, int64_t t1) {
   return dhs.narrow(0, t0, t1 - t0).contiguous();
 }
 
-// out += Σ_{t in [t0, t0+n)} a_t^T h_{t-1}  (h_{-1} = h0), a: the chunk's [n, B, M] rows
-inline void add_prev_gemm(Tensor out, const Tensor& a, const Tensor& h0, const Tensor& hs, int64_t t0) {
+// out += Σ_{t in [t0, t0+n)} a_t^T h_{t-1}  (h_{-1} = h0), a: the chunk's [n, B, M] rows.
+// reverse: the previous state of step t is h_{t+1} (h_T = h0).
+inline void add_prev_gemm(Tensor out, const Tensor& a, const Tensor& h0, const Tensor& hs, int64_t t0,
+                          bool reverse = false) {
   const int64_t n = a.size(0), B = a.size(1);
   auto a2 = rows2d(a);
+  if (reverse) {
+    const bool last = t0 + n == hs.size(0);  // the chunk holds step T-1, whose previous is h0
+    if (last) out.addmm_(a2.narrow(0, (n - 1) * B, B).t(), h0);
+    const int64_t m = last ? n - 1 : n;
+    if (m > 0) out.addmm_(a2.narrow(0, 0, m * B).t(), rows2d(hs.narrow(0, t0 + 1, m)));
+    return;
+  }
   if (t0 == 0) {
     out.addmm_(a2.narrow(0, 0, B).t(), h0);
     if (n > 1) out.addmm_(a2.narrow(0, B, (n - 1) * B).t(), rows2d(hs.narrow(0, 0, n - 1)));

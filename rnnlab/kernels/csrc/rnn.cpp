@@ -1,6 +1,10 @@
 // Elman RNN, whole sequence: forward and backpropagation through time.
 //   forward:  a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh;  h_t = f(a_t)   (f = tanh | relu)
 //   backward: da_t = dh ⊙ f'(a_t);  dh_{t-1} = da_t @ W_hh;  dW_ih = Σ da^T x, dW_hh = Σ da^T h_{t-1}
+// reverse = true runs the recurrence from t = T-1 down to 0 (the backward direction of a
+// bidirectional layer; h_{t+1} takes the place of h_{t-1}) on the input as it is: no reversed
+// copies. With a mask, state frozen on padded steps is the same as reversing each sequence within
+// its own length: a sequence's reverse pass starts from h0 at its last valid step.
 #include "packed.h"
 
 namespace rnnlab {
@@ -8,7 +12,7 @@ namespace rnnlab {
 // x [T,B,I], h0 [B,H], w_ih [H,I], w_hh [H,H] → hs [T,B,H]
 Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
                const Tensor& w_ih, const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
-               const c10::optional<Tensor>& b_hh, bool relu) {
+               const c10::optional<Tensor>& b_hh, bool relu, bool reverse) {
   c10::optional<Tensor> bias;
   if (b_ih.has_value() && b_ih->defined()) bias = *b_ih + *b_hh;
   Tensor hs = project(x, w_ih, bias).contiguous();  // a_t input part, overwritten with h_t
@@ -22,7 +26,8 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
     const scalar_t* h = h0c.data_ptr<scalar_t>();
     const StepGemm<scalar_t> step(w, H, true, B, H, H);  // a += h_{t-1} W_hh^T
     const auto active = active_rows(m, T, B);
-    for (int64_t t = 0; t < T; ++t) {
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = reverse ? T - 1 - s : s;
       scalar_t* a = out + t * B * H;
       step(h, H, 1, a, H, active[t]);
       for_range(B, H, [&](int64_t b0, int64_t b1) {
@@ -50,7 +55,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
 // Returns (dx, dh0, dw_ih, dw_hh, db); dx is empty when need_dx is false.
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const Tensor& dhs, const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
-    const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, bool relu, bool need_dx) {
+    const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, bool relu, bool need_dx, bool reverse) {
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), K = chunk_steps(T, B, H);
   // one chunk of pre-activation gradients (allocated on first use): where the upstream gradient's
   // chunk is a private copy (it was not contiguous, e.g. the expanded one of out.sum()), da
@@ -68,14 +73,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const bool* m = mask_ptr(mask);
     const StepGemm<scalar_t> step(whh.data_ptr<scalar_t>(), H, false, B, H, H);  // dh += da W_hh
     const auto active = active_rows(m, T, B);
-    for (int64_t t1 = T; t1 > 0;) {
-      const int64_t t0 = std::max<int64_t>(0, t1 - K);
+    for (int64_t s1 = T; s1 > 0;) {  // chunks in backward order; s counts the steps as run
+      const int64_t s0 = std::max<int64_t>(0, s1 - K);
+      const int64_t t0 = reverse ? T - s1 : s0, t1 = reverse ? T - s0 : s1;  // the chunk's steps
       const Tensor g_chunk = grad_steps(dhs, t0, t1);
       const scalar_t* g_out = g_chunk.data_ptr<scalar_t>();  // steps t0.. of dL/dh (from outside)
       const bool g_copied = !g_chunk.is_alias_of(dhs);
       if (!g_copied && !da.defined()) da = at::empty({K, B, H}, x.options());
       scalar_t* da0 = (g_copied ? g_chunk : da).data_ptr<scalar_t>();  // da_t[j] may replace g_t[j]
-      for (int64_t t = t1 - 1; t >= t0; --t) {
+      for (int64_t s = s1 - 1; s >= s0; --s) {
+        const int64_t t = reverse ? T - 1 - s : s;
         scalar_t* da_t = da0 + (t - t0) * B * H;
         for_range(B, H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
@@ -99,8 +106,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
       }
       auto da_c = g_copied ? g_chunk : da.narrow(0, 0, t1 - t0);
       add_input_grads(da_c, x, w_ih, t0, dw_ih, db, dx);
-      add_prev_gemm(dw_hh, da_c, h0, hs_c, t0);
-      t1 = t0;
+      add_prev_gemm(dw_hh, da_c, h0, hs_c, t0, reverse);
+      s1 = s0;
     }
   });
   return {dx, dh, dw_ih, dw_hh, db};
