@@ -388,9 +388,11 @@ class GRU(RNNBase):
         after = self.reset == "after"
         return (torch.ops.rnnlab.gru_step(x, state[0], w_ih, w_hh, b_ih, b_hh, after),)
 
+    native_reverse = True
+
     def _run(self, x, mask, state, params, reverse=False):  # type: ignore[no-untyped-def]
         w_ih, w_hh, b_ih, b_hh, _ = params
-        hs, _ = kernels.gru(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.reset)
+        hs, _ = kernels.gru(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.reset, reverse)
         return (hs,)
 
     @property

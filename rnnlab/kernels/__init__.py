@@ -163,12 +163,19 @@ def lstm(x: Tensor, mask: Tensor | None, h0: Tensor, c0: Tensor, w_ih: Tensor, w
 
 
 def gru(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
-        b_ih: Tensor | None, b_hh: Tensor | None, reset: str) -> tuple[Tensor, Tensor]:
-    """One GRU layer/direction → ``(hs, workspace)``."""
+        b_ih: Tensor | None, b_hh: Tensor | None, reset: str, reverse: bool = False
+        ) -> tuple[Tensor, Tensor]:
+    """One GRU layer/direction → ``(hs, workspace)``; ``reverse`` as in ``rnn`` (only ``hs`` is
+    flipped back on the non-native paths)."""
     keep = _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh)  # the workspace only matters for a backward
-    if reset == "after" and uses_onednn("gru", x, mask, h0.shape[1], keep):
-        y, _, _, ws = torch.ops.rnnlab.onednn_fwd(3, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, keep)
-        return y, ws
-    if _fused(x):
-        return torch.ops.rnnlab.gru_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset == "after", keep)
-    return GRUFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset)
+    onednn = reset == "after" and uses_onednn("gru", x, mask, h0.shape[1], keep)
+    if _fused(x) and not onednn:
+        return torch.ops.rnnlab.gru_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset == "after", keep,
+                                        reverse)
+    if reverse:
+        x, mask = x.flip(0), (mask.flip(0) if mask is not None else None)
+    if onednn:
+        hs, _, _, ws = torch.ops.rnnlab.onednn_fwd(3, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, keep)
+    else:
+        hs, ws = GRUFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset)
+    return (hs.flip(0) if reverse else hs), ws

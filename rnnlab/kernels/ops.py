@@ -75,13 +75,13 @@ def _register() -> None:
                 torch.empty_like(w_ih), torch.empty_like(w_hh), w_ih.new_empty(w_ih.shape[0]), dw_hr)
 
     @torch.library.register_fake(lib + "gru_fwd")
-    def _(x, mask, h0, w_ih, w_hh, b_ih, b_hh, after, keep):  # type: ignore[no-untyped-def]
+    def _(x, mask, h0, w_ih, w_hh, b_ih, b_hh, after, keep, reverse=False):  # type: ignore[no-untyped-def]
         steps, batch, hid = x.shape[0], x.shape[1], h0.shape[1]
         return (x.new_empty(steps, batch, hid),
                 x.new_empty(steps if keep else 1, batch, (4 if after else 3) * hid))
 
     @torch.library.register_fake(lib + "gru_bwd")
-    def _(dhs, x, mask, h0, w_ih, w_hh, hs, ws, after, need_dx):  # type: ignore[no-untyped-def]
+    def _(dhs, x, mask, h0, w_ih, w_hh, hs, ws, after, need_dx, reverse=False):  # type: ignore[no-untyped-def]
         return (_dx(x, need_dx), torch.empty_like(h0), torch.empty_like(w_ih),
                 torch.empty_like(w_hh), w_ih.new_empty(w_ih.shape[0]),
                 w_hh.new_empty(w_hh.shape[0]))
@@ -150,24 +150,28 @@ def _register() -> None:
     torch.library.register_autograd(lib + "lstm_fwd", lstm_grad, setup_context=lstm_setup)
 
     def gru_setup(ctx: Any, inputs: tuple, output: tuple) -> None:
-        x, mask, h0, w_ih, w_hh, b_ih, b_hh, after, keep = inputs
+        x, mask, h0, w_ih, w_hh, b_ih, b_hh, after, keep = inputs[:9]
         ctx.set_materialize_grads(False)
         ctx.after = after
+        ctx.reverse = bool(inputs[9]) if len(inputs) > 9 else False
         ctx.save_for_backward(x, mask, h0, w_ih, w_hh, *output)
 
     def gru_grad(ctx: Any, dhs: Tensor | None, dws: Tensor | None) -> tuple:
         x, mask, h0, w_ih, w_hh, hs, ws = ctx.saved_tensors
         needs = ctx.needs_input_grad
         if dws is not None or torch.is_grad_enabled():
-            grads = gru_backward(dhs, dws, x, mask, h0, w_ih, w_hh, hs, ws, ctx.after, needs[0])
+            f = _flip if ctx.reverse else _same  # a reverse run is a forward run in flipped time
+            grads = gru_backward(f(dhs), f(dws), f(x), f(mask), h0, w_ih, w_hh, f(hs), f(ws),
+                                 ctx.after, needs[0])
+            grads = (f(grads[0]), *grads[1:])
         elif dhs is None:
-            return (None,) * 9
+            return (None,) * 10
         else:
             grads = torch.ops.rnnlab.gru_bwd(dhs, x, mask, h0, w_ih, w_hh, hs, ws, ctx.after,
-                                             needs[0])
+                                             needs[0], ctx.reverse)
         dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
         return (_maybe(dx), None, dh0, dw_ih, dw_hh, db_ih if needs[5] else None,
-                db_hh if needs[6] else None, None, None)
+                db_hh if needs[6] else None, None, None, None)
 
     torch.library.register_autograd(lib + "gru_fwd", gru_grad, setup_context=gru_setup)
 

@@ -157,7 +157,13 @@ inline void add_prev_gemm(Tensor out, const Tensor& a, const Tensor& h0, const T
 }
 
 // States entering the chunk's steps, materialised: [h_{t0-1}, ..., h_{t0+n-2}] → [n, B, H]
-inline Tensor prev_states(const Tensor& h0, const Tensor& hs, int64_t t0, int64_t n) {
+// (reverse: [h_{t0+1}, ..., h_{t0+n}] with h_T = h0)
+inline Tensor prev_states(const Tensor& h0, const Tensor& hs, int64_t t0, int64_t n,
+                          bool reverse = false) {
+  if (reverse) {
+    if (t0 + n < hs.size(0)) return hs.narrow(0, t0 + 1, n);
+    return at::cat({hs.narrow(0, t0 + 1, n - 1), h0.unsqueeze(0)}, 0);
+  }
   if (t0 > 0) return hs.narrow(0, t0 - 1, n);
   return at::cat({h0.unsqueeze(0), hs.narrow(0, 0, n - 1)}, 0);
 }

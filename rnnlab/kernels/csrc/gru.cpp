@@ -2,6 +2,7 @@
 //   r = σ(gi_r + W_hr h + b_hr), z = σ(gi_z + W_hz h + b_hz), h_t = (1-z)⊙n + z⊙h
 //   after:  n = tanh(gi_n + r⊙(W_hn h + b_hn))      workspace [r|z|n|hn], hn = W_hn h + b_hn
 //   before: n = tanh(gi_n + W_hn (r⊙h) + b_hn)      workspace [r|z|n]
+// reverse = true walks t = T-1 … 0 with h_{t+1} as the previous state (see rnn.cpp).
 #include "packed.h"
 
 namespace rnnlab {
@@ -10,7 +11,8 @@ namespace rnnlab {
 std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>& mask,
                                    const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
                                    const c10::optional<Tensor>& b_ih,
-                                   const c10::optional<Tensor>& b_hh, bool after, bool keep) {
+                                   const c10::optional<Tensor>& b_hh, bool after, bool keep,
+                                   bool reverse) {
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), W = after ? 4 * H : 3 * H;
   // input projection with b_ih and the [r|z] part of b_hh folded in (b_hn stays separate: reset
   // "after" multiplies it by r)
@@ -40,7 +42,8 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     const StepGemm<scalar_t> step_rz(w, H, true, B, after ? 3 * H : 2 * H, H);
     const StepGemm<scalar_t> step_n(w + 2 * H * H, H, true, B, H, H, 1);  // "before" only
     const auto active = active_rows(m, T, B);
-    for (int64_t t = 0; t < T; ++t) {
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = reverse ? T - 1 - s : s;
       // q = W_hh h_{t-1}: all rows for "after", the [r|z] rows first for "before" (its n rows
       // need r ⊙ h). Rows of finished sequences keep finite stale values, masked out below.
       step_rz(h, H, 0, ghv, 3 * H, active[t]);
@@ -80,7 +83,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const Tensor& dhs, const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, const Tensor& ws, bool after,
-    bool need_dx) {
+    bool need_dx, bool reverse) {
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), W = after ? 4 * H : 3 * H;
   const int64_t K = chunk_steps(T, B, 3 * H);
   auto dgi = at::empty({K, B, 3 * H}, x.options());  // one chunk of [dar|daz|dan]
@@ -112,12 +115,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const StepGemm<scalar_t> back_all(w, H, false, B, H, after ? 3 * H : 2 * H);  // rows used
     const StepGemm<scalar_t> back_n(w + 2 * H * H, H, false, B, H, H, 1);        // "before"
     const auto active = active_rows(m, T, B);
-    for (int64_t t1 = T; t1 > 0;) {
-      const int64_t t0 = std::max<int64_t>(0, t1 - K);
+    for (int64_t s1 = T; s1 > 0;) {  // chunks in backward order; s counts the steps as run
+      const int64_t s0 = std::max<int64_t>(0, s1 - K);
+      const int64_t t0 = reverse ? T - s1 : s0, t1 = reverse ? T - s0 : s1;  // the chunk's steps
       const Tensor g_chunk = grad_steps(dhs, t0, t1);
       const scalar_t* go = g_chunk.data_ptr<scalar_t>();  // steps t0.. of dL/dh (from outside)
-      for (int64_t t = t1 - 1; t >= t0; --t) {
-        const scalar_t* hp_all = t > 0 ? hsv + (t - 1) * B * H : h0c.data_ptr<scalar_t>();
+      for (int64_t s = s1 - 1; s >= s0; --s) {
+        const int64_t t = reverse ? T - 1 - s : s, tp = reverse ? t + 1 : t - 1;  // tp: previous
+        const scalar_t* hp_all = (tp >= 0 && tp < T) ? hsv + tp * B * H : h0c.data_ptr<scalar_t>();
         scalar_t* gi_t = dgiv + (t - t0) * B * 3 * H;
         scalar_t* gh_t = ghs;  // this step's [dar|daz|dan⊙r] rows (reset after)
         for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
@@ -158,19 +163,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
       auto dgi_c = dgi.narrow(0, 0, n);
       add_input_grads(dgi_c, x, w_ih, t0, dw_ih, db_ih, dx);
       auto rz = dgi_c.narrow(2, 0, 2 * H);
-      add_prev_gemm(dw_hh.narrow(0, 0, 2 * H), rz, h0c, hs_c, t0);
+      add_prev_gemm(dw_hh.narrow(0, 0, 2 * H), rz, h0c, hs_c, t0, reverse);
       db_hh.narrow(0, 0, 2 * H).add_(rows2d(rz).sum(0));
       if (after) {
         auto dn = dghn.narrow(0, 0, n);
-        add_prev_gemm(dw_hh.narrow(0, 2 * H, H), dn, h0c, hs_c, t0);
+        add_prev_gemm(dw_hh.narrow(0, 2 * H, H), dn, h0c, hs_c, t0, reverse);
         db_hh.narrow(0, 2 * H, H).add_(rows2d(dn).sum(0));
       } else {  // W_hn multiplies r ⊙ h_{t-1}
         auto dn = dgi_c.narrow(2, 2 * H, H);
-        auto rh = ws_c.narrow(0, t0, n).narrow(2, 0, H) * prev_states(h0c, hs_c, t0, n);
+        auto rh = ws_c.narrow(0, t0, n).narrow(2, 0, H) * prev_states(h0c, hs_c, t0, n, reverse);
         dw_hh.narrow(0, 2 * H, H).addmm_(rows2d(dn).t(), rows2d(rh));
         db_hh.narrow(0, 2 * H, H).add_(rows2d(dn).sum(0));
       }
-      t1 = t0;
+      s1 = s0;
     }
   });
   return {dx, dh, dw_ih, dw_hh, db_ih, db_hh};

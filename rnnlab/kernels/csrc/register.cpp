@@ -19,10 +19,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, bool);
 std::tuple<Tensor, Tensor> gru_fwd(const Tensor&, const c10::optional<Tensor>&, const Tensor&,
     const Tensor&, const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool,
-    bool);
+    bool, bool);
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor&, const Tensor&,
     const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-    const Tensor&, bool, bool);
+    const Tensor&, bool, bool, bool);
 Tensor rnn_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                 const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool);
 std::tuple<Tensor, Tensor> lstm_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
@@ -43,9 +43,9 @@ TORCH_LIBRARY(rnnlab, m) {
         "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor hs, Tensor cs, Tensor gates, bool need_dx)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("gru_fwd(Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-        "Tensor? b_hh, bool after, bool keep) -> (Tensor, Tensor)");
+        "Tensor? b_hh, bool after, bool keep, bool reverse=False) -> (Tensor, Tensor)");
   m.def("gru_bwd(Tensor dhs, Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, "
-        "Tensor hs, Tensor ws, bool after, bool need_dx) "
+        "Tensor hs, Tensor ws, bool after, bool need_dx, bool reverse=False) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // single steps for streaming (inference only: no autograd formula)
   m.def("rnn_step(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "
