@@ -147,15 +147,15 @@ class RNNBase(nn.Module):
         return s
 
     # --- the per-family recurrence; subclasses run their autograd Function ---------------------
-    # whether `_run(..., reverse=True)` runs the backward direction on the input as it is (the
-    # kernels walk t = T-1 … 0); otherwise the layer reverses each sequence around a forward run
-    native_reverse = False
-
     def _run(
         self, x: Tensor, mask: Tensor | None, state: tuple[Tensor, ...], params: Params,
         reverse: bool = False,
     ) -> tuple[Tensor, ...]:
-        """One layer, one direction: ``x (T, B, F)`` → per-step carried states ``(T, B, ·)``."""
+        """One layer, one direction: ``x (T, B, F)`` → per-step carried states ``(T, B, ·)``.
+
+        ``reverse``: the backward direction, run on ``x`` as it is from t = T-1 down to 0 (state
+        frozen on padded steps, so each sequence starts at its own last valid step); its final
+        state is then at t = 0."""
         raise NotImplementedError
 
     def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
@@ -172,7 +172,7 @@ class RNNBase(nn.Module):
         state = seq.prepare_state(hx, x, batched, self._state_shapes(x.shape[1]))
         steps = x.shape[0]
         packed = isinstance(input, PackedSequence)
-        mask = rev = order = None
+        mask = order = None
         if packed and input.sorted_indices is not None:  # x is in the packed (sorted) order
             order = input.sorted_indices
             state = tuple(s.index_select(1, order) for s in state)
@@ -184,23 +184,20 @@ class RNNBase(nn.Module):
                 x = x.index_select(1, order)
                 state = tuple(s.index_select(1, order) for s in state)
             mask = seq.step_mask(lens, steps)  # (T, B, 1)
-            rev = seq.reverse_index(lens, steps)  # (T, B)
         finals: list[list[Tensor]] = [[] for _ in state]
         layer_in = x
         for layer in range(self.num_layers):
             outs = []
             for d in range(self.num_directions):
                 k = layer * self.num_directions + d
-                native = d == 1 and self.native_reverse  # no reversed copies
-                xin = layer_in if d == 0 or native else seq.reverse(layer_in, rev)
                 state_k = tuple(s[k] for s in state)
-                carried = self._run(xin, mask, state_k, self._params(layer, d), reverse=native)
+                carried = self._run(layer_in, mask, state_k, self._params(layer, d), reverse=d == 1)
                 for final, states in zip(finals, carried):
                     # state after each sequence's last valid step (a reverse run ends at t = 0)
-                    final.append(states[0] if native else states[-1])
+                    final.append(states[0] if d == 1 else states[-1])
                 # padded outputs are zero (packed output drops them: no need)
                 y = carried[0] if mask is None or packed else torch.where(mask, carried[0], 0.0)
-                outs.append(y if d == 0 or native else seq.reverse(y, rev))
+                outs.append(y)
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
@@ -312,8 +309,6 @@ class RNN(RNNBase):
         relu = self.nonlinearity == "relu"
         return (torch.ops.rnnlab.rnn_step(x, state[0], w_ih, w_hh, b_ih, b_hh, relu),)
 
-    native_reverse = True
-
     def _run(self, x, mask, state, params, reverse=False):  # type: ignore[no-untyped-def]
         w_ih, w_hh, b_ih, b_hh, _ = params
         return (kernels.rnn(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity, reverse),)
@@ -340,7 +335,7 @@ class LSTM(RNNBase):
         return tuple(torch.ops.rnnlab.lstm_step(x, state[0], state[1], *params))
 
     def _run(self, x, mask, state, params, reverse=False):  # type: ignore[no-untyped-def]
-        hs, cs, _ = kernels.lstm(x, mask, state[0], state[1], *params)
+        hs, cs, _ = kernels.lstm(x, mask, state[0], state[1], *params, reverse)
         return hs, cs
 
     @property
@@ -387,8 +382,6 @@ class GRU(RNNBase):
         w_ih, w_hh, b_ih, b_hh, _ = params
         after = self.reset == "after"
         return (torch.ops.rnnlab.gru_step(x, state[0], w_ih, w_hh, b_ih, b_hh, after),)
-
-    native_reverse = True
 
     def _run(self, x, mask, state, params, reverse=False):  # type: ignore[no-untyped-def]
         w_ih, w_hh, b_ih, b_hh, _ = params

@@ -1,5 +1,5 @@
 """Batch-layout helpers for the layers: input/state validation and layout, lengths → masks,
-in-sequence reversal, PackedSequence I/O.
+PackedSequence I/O.
 
 Inside the layers every sequence is time-major ``(T, B, F)`` and padded; ``lengths`` (or the
 lengths carried by a ``PackedSequence``) become a mask. These helpers convert at the boundary.
@@ -73,24 +73,6 @@ def step_mask(lengths: Tensor, steps: int) -> Tensor:
     """``(T, B, 1)`` bool, true where ``t < lengths[b]``."""
     t = torch.arange(steps, device=lengths.device).unsqueeze(1)  # (T, 1)
     return (t < lengths.unsqueeze(0)).unsqueeze(-1)
-
-
-def reverse_index(lengths: Tensor, steps: int) -> Tensor:
-    """``(T, B)`` gather index reversing each sequence within its own length; padding stays put.
-
-    ``idx[t, b] = lengths[b] - 1 - t`` for ``t < lengths[b]``, else ``t``. It is an involution, so
-    the same index un-reverses.
-    """
-    t = torch.arange(steps, device=lengths.device).unsqueeze(1)  # (T, 1)
-    flipped = lengths.unsqueeze(0) - 1 - t  # (T, B)
-    return torch.where(t < lengths.unsqueeze(0), flipped, t.expand_as(flipped))
-
-
-def reverse(x: Tensor, index: Tensor | None) -> Tensor:
-    """Reverse ``x (T, B, F)`` in time, per sequence when ``index`` (from ``reverse_index``) is given."""
-    if index is None:
-        return x.flip(0)
-    return x.gather(0, index.unsqueeze(-1).expand_as(x))
 
 
 def unpack_sorted(seq: PackedSequence) -> tuple[Tensor, Tensor]:

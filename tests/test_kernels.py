@@ -132,6 +132,8 @@ def _op_samples():
     yield "rnn_fwd", (x, mask, h0, w(H, I), w(H, H), w(H), w(H), False, True)
     yield "gru_fwd", (x, mask, h0, w(3 * H, I), w(3 * H, H), w(3 * H), w(3 * H), True, True, True)
     yield "gru_fwd", (x, None, h0, w(3 * H, I), w(3 * H, H), None, None, False, True, True)
+    yield "lstm_fwd", (x, mask, h0, c0, w(4 * H, I), w(4 * H, H), w(4 * H), w(4 * H), None, True)
+    yield "lstm_fwd", (x, mask, w(B, 2), c0, w(4 * H, I), w(4 * H, 2), None, None, w(2, H), True)
     with torch.no_grad():
         yield "gru_fwd", (x.detach(), None, h0.detach(), torch.randn(3 * H, I),
                           torch.randn(3 * H, H), None, None, True, False)
@@ -259,15 +261,16 @@ def test_streaming_step_is_one_call_and_declines_what_it_does_not_check(variant)
 
 
 @pytest.mark.parametrize("steps,batch", [(7, 3), (300, 64)], ids=["short", "chunked"])
-@pytest.mark.parametrize("cell", ["rnn", "gru"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_reverse_kernel_equals_forward_on_flipped_time(cell, steps, batch):
     """reverse=True on x equals the forward kernel on x and the mask flipped in time (flipped
     back), outputs and all gradients: the in-place backward direction of bidirectional layers.
     "chunked": the backward runs through several chunks of steps."""
     T, B, I, H = steps, batch, 4, 5
     torch.manual_seed(0)
-    g = 3 if cell == "gru" else 1
-    leaves = [torch.randn(T, B, I, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64),
+    g = {"rnn": 1, "gru": 3, "lstm": 4}[cell]
+    c0 = [torch.randn(B, H, dtype=torch.float64)] if cell == "lstm" else []
+    leaves = [torch.randn(T, B, I, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64), *c0,
               torch.randn(g * H, I, dtype=torch.float64), torch.randn(g * H, H, dtype=torch.float64),
               torch.randn(g * H, dtype=torch.float64), torch.randn(g * H, dtype=torch.float64)]
     lengths = torch.randint(1, T + 1, (B,)).sort(descending=True).values
@@ -279,11 +282,14 @@ def test_reverse_kernel_equals_forward_on_flipped_time(cell, steps, batch):
         xs = [t.clone().requires_grad_() for t in leaves]
         x, m = (xs[0], mask) if reverse else (xs[0].flip(0), mask.flip(0))
         if cell == "rnn":
-            hs = torch.ops.rnnlab.rnn_fwd(x, m, *xs[1:], False, reverse)
-        else:
-            hs = torch.ops.rnnlab.gru_fwd(x, m, *xs[1:], True, True, reverse)[0]
-        hs = hs if reverse else hs.flip(0)
-        return [hs, *torch.autograd.grad((hs * upstream).sum(), xs)]
+            outs = [torch.ops.rnnlab.rnn_fwd(x, m, *xs[1:], False, reverse)]
+        elif cell == "gru":
+            outs = [torch.ops.rnnlab.gru_fwd(x, m, *xs[1:], True, True, reverse)[0]]
+        else:  # hs and cs
+            outs = list(torch.ops.rnnlab.lstm_fwd(x, m, *xs[1:], None, reverse)[:2])
+        outs = [o if reverse else o.flip(0) for o in outs]
+        loss = sum((o * upstream * (k + 1)).sum() for k, o in enumerate(outs))
+        return [*outs, *torch.autograd.grad(loss, xs)]
 
     for a, b in zip(run(True), run(False), strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)

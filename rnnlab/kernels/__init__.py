@@ -149,17 +149,25 @@ def rnn(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
 
 
 def lstm(x: Tensor, mask: Tensor | None, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
-         b_ih: Tensor | None, b_hh: Tensor | None, w_hr: Tensor | None
+         b_ih: Tensor | None, b_hh: Tensor | None, w_hr: Tensor | None, reverse: bool = False
          ) -> tuple[Tensor, Tensor, Tensor]:
     """One LSTM layer/direction → ``(hs, cs, workspace)``; on the oneDNN path ``cs`` holds only
-    the final cell state ``(1, B, H)`` (all the layer needs of it)."""
+    the final cell state ``(1, B, H)`` (all the layer needs of it). ``reverse`` as in ``rnn``
+    (only ``hs``/``cs`` are flipped back on the non-native paths)."""
     train = _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-    if uses_onednn("lstm", x, mask, c0.shape[1], train, proj=w_hr is not None):
-        y, _, c_t, ws = torch.ops.rnnlab.onednn_fwd(2, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train)
-        return y, c_t.unsqueeze(0), ws
-    if _fused(x):
-        return torch.ops.rnnlab.lstm_fwd(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    return LSTMFunction.apply(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    onednn = uses_onednn("lstm", x, mask, c0.shape[1], train, proj=w_hr is not None)
+    if _fused(x) and not onednn:
+        return torch.ops.rnnlab.lstm_fwd(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
+    if reverse:
+        x, mask = x.flip(0), (mask.flip(0) if mask is not None else None)
+    if onednn:
+        hs, _, c_t, ws = torch.ops.rnnlab.onednn_fwd(2, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train)
+        cs = c_t.unsqueeze(0)
+    else:
+        hs, cs, ws = LSTMFunction.apply(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    if reverse:
+        hs, cs = hs.flip(0), cs.flip(0)
+    return hs, cs, ws
 
 
 def gru(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,

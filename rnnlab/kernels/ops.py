@@ -63,13 +63,14 @@ def _register() -> None:
                 torch.empty_like(w_hh), w_hh.new_empty(w_hh.shape[0]))
 
     @torch.library.register_fake(lib + "lstm_fwd")
-    def _(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr):  # type: ignore[no-untyped-def]
+    def _(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse=False):  # type: ignore[no-untyped-def]
         steps, batch = x.shape[0], x.shape[1]
         return (x.new_empty(steps, batch, h0.shape[1]), x.new_empty(steps, batch, c0.shape[1]),
                 x.new_empty(steps, batch, w_ih.shape[0]))
 
     @torch.library.register_fake(lib + "lstm_bwd")
-    def _(dhs, dcs, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates, need_dx):  # type: ignore[no-untyped-def]
+    def _(dhs, dcs, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates, need_dx,  # type: ignore[no-untyped-def]
+          reverse=False):
         dw_hr = torch.empty_like(w_hr) if w_hr is not None else x.new_empty(0)
         return (_dx(x, need_dx), torch.empty_like(h0), torch.empty_like(c0),
                 torch.empty_like(w_ih), torch.empty_like(w_hh), w_ih.new_empty(w_ih.shape[0]), dw_hr)
@@ -128,24 +129,27 @@ def _register() -> None:
     torch.library.register_autograd(lib + "rnn_fwd", rnn_grad, setup_context=rnn_setup)
 
     def lstm_setup(ctx: Any, inputs: tuple, output: tuple) -> None:
-        x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = inputs
+        x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = inputs[:9]
         ctx.set_materialize_grads(False)
+        ctx.reverse = bool(inputs[9]) if len(inputs) > 9 else False
         ctx.save_for_backward(x, mask, h0, c0, w_ih, w_hh, w_hr, *output)
 
     def lstm_grad(ctx: Any, dhs: Tensor | None, dcs: Tensor | None, dg: Tensor | None) -> tuple:
         x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates = ctx.saved_tensors
         needs = ctx.needs_input_grad
         if dg is not None or torch.is_grad_enabled():
-            grads = lstm_backward(dhs, dcs, dg, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates,
-                                  needs[0])
+            f = _flip if ctx.reverse else _same  # a reverse run is a forward run in flipped time
+            grads = lstm_backward(f(dhs), f(dcs), f(dg), f(x), f(mask), h0, c0, w_ih, w_hh, w_hr,
+                                  f(hs), f(cs), f(gates), needs[0])
+            grads = (f(grads[0]), *grads[1:])
         elif dhs is None and dcs is None:
-            return (None,) * 9
+            return (None,) * 10
         else:
             grads = torch.ops.rnnlab.lstm_bwd(dhs, dcs, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs,
-                                              gates, needs[0])
+                                              gates, needs[0], ctx.reverse)
         dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = grads
         return (_maybe(dx), None, dh0, dc0, dw_ih, dw_hh, db if needs[6] else None,
-                db if needs[7] else None, _maybe(dw_hr))
+                db if needs[7] else None, _maybe(dw_hr), None)
 
     torch.library.register_autograd(lib + "lstm_fwd", lstm_grad, setup_context=lstm_setup)
 

@@ -3,6 +3,7 @@
 //             r_t = o⊙tanh(c_t);  h_t = W_hr r_t (or r_t)
 //   backward: dr = dh W_hr;  dc += dr⊙o⊙(1-tanh²c);  da = [dc⊙g⊙i(1-i), dc⊙c_{t-1}⊙f(1-f),
 //             dc⊙i⊙(1-g²), dr⊙tanh(c)⊙o(1-o)];  dh_{t-1} = da W_hh;  dc_{t-1} = dc⊙f
+// reverse = true walks t = T-1 … 0 with (h, c)_{t+1} as the previous state (see rnn.cpp).
 #include "packed.h"
 
 namespace rnnlab {
@@ -12,7 +13,7 @@ namespace rnnlab {
 std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0, const Tensor& c0,
     const Tensor& w_ih, const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
-    const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& w_hr) {
+    const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& w_hr, bool reverse) {
   c10::optional<Tensor> bias;
   if (b_ih.has_value() && b_ih->defined()) bias = *b_ih + *b_hh;
   Tensor gates = project(x, w_ih, bias).contiguous();
@@ -36,7 +37,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     scalar_t* rv = proj ? r.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
     const auto active = active_rows(m, T, B);
-    for (int64_t t = 0; t < T; ++t) {
+    for (int64_t s = 0; s < T; ++s) {
+      const int64_t t = reverse ? T - 1 - s : s;
       scalar_t* g = gv + t * B * 4 * H;
       scalar_t* hn = hsv + t * B * P;
       scalar_t* cn = csv + t * B * H;
@@ -66,7 +68,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const c10::optional<Tensor>& dhs, const c10::optional<Tensor>& dcs, const Tensor& x,
     const c10::optional<Tensor>& mask, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const c10::optional<Tensor>& w_hr, const Tensor& hs, const Tensor& cs,
-    const Tensor& gates, bool need_dx) {
+    const Tensor& gates, bool need_dx, bool reverse) {
   const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1), K = chunk_steps(T, B, 4 * H);
   const bool proj = w_hr.has_value() && w_hr->defined();
   auto da = at::empty({K, B, 4 * H}, x.options());  // one chunk of pre-activation gradients
@@ -100,9 +102,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const bool* m = mask_ptr(mask);
     const StepGemm<scalar_t> step(whh.data_ptr<scalar_t>(), P, false, B, P, 4 * H);  // dh += da W_hh
     const auto active = active_rows(m, T, B);
-    for (int64_t t1 = T; t1 > 0;) {
-      const int64_t t0 = std::max<int64_t>(0, t1 - K);
-      for (int64_t t = t1 - 1; t >= t0; --t) {
+    for (int64_t s1 = T; s1 > 0;) {  // chunks in backward order; s counts the steps as run
+      const int64_t s0 = std::max<int64_t>(0, s1 - K);
+      const int64_t t0 = reverse ? T - s1 : s0, t1 = reverse ? T - s0 : s1;  // the chunk's steps
+      for (int64_t s = s1 - 1; s >= s0; --s) {
+        const int64_t t = reverse ? T - 1 - s : s, tp = reverse ? t + 1 : t - 1;  // tp: previous
         // split dh into the part entering the cell (valid step) and the part kept (padding)
         for (int64_t b = 0; b < B; ++b) {
           const bool valid = !m || m[t * B + b];
@@ -119,7 +123,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
           std::copy(dinv, dinv + B * P, dh_cells.data_ptr<scalar_t>() + (t - t0) * B * P);
           gemm<scalar_t>(false, false, B, H, P, 1, dinv, P, whr.data_ptr<scalar_t>(), H, 0, drv, H);
         }
-        const scalar_t* cprev_all = t > 0 ? csv + (t - 1) * B * H : c0c.data_ptr<scalar_t>();
+        const scalar_t* cprev_all = (tp >= 0 && tp < T) ? csv + tp * B * H : c0c.data_ptr<scalar_t>();
         scalar_t* da_t = dav + (t - t0) * B * 4 * H;
         for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
@@ -142,12 +146,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       const int64_t n = t1 - t0;
       auto da_c = da.narrow(0, 0, n);
       add_input_grads(da_c, x, w_ih, t0, dw_ih, db, dx);
-      add_prev_gemm(dw_hh, da_c, h0, hs_c, t0);
+      add_prev_gemm(dw_hh, da_c, h0, hs_c, t0, reverse);
       if (proj) {  // dW_hr += Σ dh_t^T r_t,  r_t = o ⊙ tanh(c_t)
         auto r = gates_c.narrow(0, t0, n).narrow(2, 3 * H, H) * at::tanh(cs_c.narrow(0, t0, n));
         dw_hr.addmm_(rows2d(dh_cells.narrow(0, 0, n)).t(), rows2d(r));
       }
-      t1 = t0;
+      s1 = s0;
     }
   });
   return {dx, dh, dc, dw_ih, dw_hh, db, dw_hr};

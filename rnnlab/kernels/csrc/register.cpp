@@ -12,11 +12,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(const Tensor&, const 
     bool, bool);
 std::tuple<Tensor, Tensor, Tensor> lstm_fwd(const Tensor&, const c10::optional<Tensor>&,
     const Tensor&, const Tensor&, const Tensor&, const Tensor&, const c10::optional<Tensor>&,
-    const c10::optional<Tensor>&, const c10::optional<Tensor>&);
+    const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool);
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const c10::optional<Tensor>&, const c10::optional<Tensor>&, const Tensor&,
     const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, bool);
+    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, bool, bool);
 std::tuple<Tensor, Tensor> gru_fwd(const Tensor&, const c10::optional<Tensor>&, const Tensor&,
     const Tensor&, const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool,
     bool, bool);
@@ -38,9 +38,10 @@ TORCH_LIBRARY(rnnlab, m) {
   m.def("rnn_bwd(Tensor dhs, Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, "
         "Tensor hs, bool relu, bool need_dx, bool reverse=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("lstm_fwd(Tensor x, Tensor? mask, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
-        "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr) -> (Tensor, Tensor, Tensor)");
+        "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse=False) -> (Tensor, Tensor, Tensor)");
   m.def("lstm_bwd(Tensor? dhs, Tensor? dcs, Tensor x, Tensor? mask, Tensor h0, Tensor c0, "
-        "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor hs, Tensor cs, Tensor gates, bool need_dx)"
+        "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor hs, Tensor cs, Tensor gates, bool need_dx, "
+        "bool reverse=False)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("gru_fwd(Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
         "Tensor? b_hh, bool after, bool keep, bool reverse=False) -> (Tensor, Tensor)");
