@@ -14,13 +14,13 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
                                    const c10::optional<Tensor>& b_hh, bool after, bool keep,
                                    bool reverse) {
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), W = after ? 4 * H : 3 * H;
-  // input projection with b_ih and the [r|z] part of b_hh folded in (b_hn stays separate: reset
-  // "after" multiplies it by r)
+  // input projection; its bias (b_ih with the [r|z] part of b_hh folded in; b_hn stays separate:
+  // reset "after" multiplies it by r) is added row by row in the gate pass
   const bool has_bias = b_ih.has_value() && b_ih->defined();
-  c10::optional<Tensor> proj_bias;
+  Tensor proj_bias;
   if (has_bias) proj_bias = at::cat({b_ih->narrow(0, 0, 2 * H) + b_hh->narrow(0, 0, 2 * H),
                                      b_ih->narrow(0, 2 * H, H)});
-  Tensor gi = project(x, w_ih, proj_bias).contiguous();  // [T,B,3H]
+  Tensor gi = project(x, w_ih).contiguous();  // [T,B,3H]
   auto hs = at::empty({T, B, H}, x.options());
   // the workspace BPTT needs; without gradients one step's worth is reused (keep = false)
   auto ws = at::empty({keep ? T : 1, B, W}, x.options());
@@ -30,7 +30,8 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
   auto h0c = h0.contiguous();
   auto bn = has_bias ? b_hh->narrow(0, 2 * H, H).contiguous() : at::zeros({H}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_fwd", [&] {
-    const scalar_t* giv = gi.data_ptr<scalar_t>();
+    scalar_t* giv = gi.data_ptr<scalar_t>();
+    const scalar_t* pb = has_bias ? proj_bias.data_ptr<scalar_t>() : nullptr;
     scalar_t* hsv = hs.data_ptr<scalar_t>();
     scalar_t* wsv = ws.data_ptr<scalar_t>();
     scalar_t* ghv = gh.data_ptr<scalar_t>();
@@ -48,19 +49,23 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
       // need r ⊙ h). Rows of finished sequences keep finite stale values, masked out below.
       step_rz(h, H, 0, ghv, 3 * H, active[t]);
       scalar_t* out = hsv + t * B * H;
-      const scalar_t* g_t = giv + t * B * 3 * H;
+      scalar_t* g_t = giv + t * B * 3 * H;
       scalar_t* s_t = wsv + (keep ? t : 0) * B * W;
       if (after) {
         for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
-          for (int64_t b = b0; b < b1; ++b)
+          for (int64_t b = b0; b < b1; ++b) {
+            if (pb) add_row(g_t + b * 3 * H, pb, 3 * H);
             gru_after_fwd_row(H, g_t + b * 3 * H, ghv + b * 3 * H, bnv, h + b * H, s_t + b * W,
                               out + b * H);
+          }
         });
       } else {
         for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
-          for (int64_t b = b0; b < b1; ++b)
+          for (int64_t b = b0; b < b1; ++b) {
+            if (pb) add_row(g_t + b * 3 * H, pb, 3 * H);
             gru_before_gates_row(H, g_t + b * 3 * H, ghv + b * 3 * H, h + b * H, s_t + b * W,
                                  rhv + b * H);
+          }
         });
         step_n(rhv, H, 0, ghv + 2 * H, 3 * H, active[t]);
         for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {

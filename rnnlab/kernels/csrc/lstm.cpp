@@ -14,9 +14,9 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0, const Tensor& c0,
     const Tensor& w_ih, const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
     const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& w_hr, bool reverse) {
-  c10::optional<Tensor> bias;
-  if (b_ih.has_value() && b_ih->defined()) bias = *b_ih + *b_hh;
-  Tensor gates = project(x, w_ih, bias).contiguous();
+  const bool has_bias = b_ih.has_value() && b_ih->defined();
+  const Tensor bias = has_bias ? (*b_ih + *b_hh).contiguous() : Tensor();
+  Tensor gates = project(x, w_ih).contiguous();
   const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1);
   const bool proj = w_hr.has_value() && w_hr->defined();
   auto hs = at::empty({T, B, P}, x.options());
@@ -35,6 +35,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const scalar_t* h = h0c.data_ptr<scalar_t>();
     const scalar_t* c = c0c.data_ptr<scalar_t>();
     scalar_t* rv = proj ? r.data_ptr<scalar_t>() : nullptr;
+    const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
     const auto active = active_rows(m, T, B);
     for (int64_t s = 0; s < T; ++s) {
@@ -45,8 +46,10 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
       step(h, P, 1, g, 4 * H, active[t]);
       scalar_t* rout = proj ? rv : hn;  // without projection r_t is h_t
       for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b)
+        for (int64_t b = b0; b < b1; ++b) {
+          if (bv) add_row(g + b * 4 * H, bv, 4 * H);
           lstm_fwd_row(H, g + b * 4 * H, c + b * H, cn + b * H, rout + b * H);
+        }
       });
       if (proj) gemm<scalar_t>(false, true, B, P, H, 1, rv, H, whr.data_ptr<scalar_t>(), H, 0, hn, P);
       if (m) {  // padded steps keep the previous state

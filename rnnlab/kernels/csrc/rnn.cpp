@@ -13,9 +13,9 @@ namespace rnnlab {
 Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
                const Tensor& w_ih, const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
                const c10::optional<Tensor>& b_hh, bool relu, bool reverse) {
-  c10::optional<Tensor> bias;
-  if (b_ih.has_value() && b_ih->defined()) bias = *b_ih + *b_hh;
-  Tensor hs = project(x, w_ih, bias).contiguous();  // a_t input part, overwritten with h_t
+  const bool has_bias = b_ih.has_value() && b_ih->defined();
+  const Tensor bias = has_bias ? (*b_ih + *b_hh).contiguous() : Tensor();
+  Tensor hs = project(x, w_ih).contiguous();  // a_t input part, overwritten with h_t
   auto whh = w_hh.contiguous();
   auto h0c = h0.contiguous();
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1);
@@ -24,6 +24,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
     const scalar_t* w = whh.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     const scalar_t* h = h0c.data_ptr<scalar_t>();
+    const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, H, true, B, H, H);  // a += h_{t-1} W_hh^T
     const auto active = active_rows(m, T, B);
     for (int64_t s = 0; s < T; ++s) {
@@ -37,7 +38,10 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
           const bool keep = m && !m[t * B + b];
           if (keep) {
             for (int64_t j = 0; j < H; ++j) ab[j] = hb[j];  // padded step: state frozen
-          } else if (relu) {
+            continue;
+          }
+          if (bv) add_row(ab, bv, H);
+          if (relu) {
           RNNLAB_SIMD
             for (int64_t j = 0; j < H; ++j) ab[j] = ab[j] > 0 ? ab[j] : scalar_t(0);
           } else {

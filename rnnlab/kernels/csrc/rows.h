@@ -17,6 +17,13 @@ inline T sigmoid(T x) {
   return T(1) / (T(1) + std::exp(-x));
 }
 
+// a += b over n values (the input bias, added to each row in the gate pass rather than broadcast
+// into the whole projection output before the GEMM)
+template <typename T>
+inline void add_row(T* __restrict a, const T* __restrict b, int64_t n) {
+  RNNLAB_SIMD for (int64_t j = 0; j < n; ++j) a[j] += b[j];
+}
+
 // LSTM forward: [i,f,g,o] = [σ,σ,tanh,σ](a);  c = f⊙c_prev + i⊙g;  r = o⊙tanh(c)
 template <typename T>
 inline void lstm_fwd_row(int64_t H, T* __restrict a, const T* __restrict c_prev, T* __restrict c,
