@@ -74,11 +74,12 @@ def test_onednn_inference_equals_training_forward(variant):
     torch.testing.assert_close(out_infer, out_train.detach(), **TOL)
 
 
+@pytest.mark.parametrize("bidir", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_double_backward_goes_through_the_reference(variant):
+def test_double_backward_goes_through_the_reference(variant, bidir):
     cls, _, kw = VARIANTS[variant]
-    layer = cls(3, 4, **kw)
-    x, hx = _inputs(cls, 1, False, batch=2, hidden=4, steps=5, features=3)
+    layer = cls(3, 4, bidirectional=bidir, **kw)
+    x, hx = _inputs(cls, 1, bidir, batch=2, hidden=4, steps=5, features=3)
 
     def grad_norm():
         out, _ = layer(x, hx)
@@ -167,13 +168,17 @@ def _op_samples():
                True)
         yield (kind, x.detach(), h0.detach(), None if c is None else c.detach(),
                torch.randn(gates * H, I), torch.randn(gates * H, H), None, None, None, False)
+        # right to left (the reverse direction of a bidirectional layer)
+        yield (kind, x, h0, c, w(gates * H, I), w(gates * H, H), w(gates * H), w(gates * H), None,
+               True, True)
     P = 4  # LSTM with projection: inference only
     yield (2, x.detach(), torch.randn(B, P), c0.detach(), torch.randn(4 * H, I), torch.randn(4 * H, P),
            torch.randn(4 * H), torch.randn(4 * H), torch.randn(P, H), False)
 
 
 @pytest.mark.parametrize("args", list(_op_samples()),
-                         ids=lambda a: f"kind{a[0]}-{'train' if a[-1] else 'infer'}")
+                         ids=lambda a: f"kind{a[0]}-{'train' if a[9] else 'infer'}"
+                         f"{'-reverse' if len(a) > 10 else ''}")
 def test_opcheck_onednn(args):
     torch.library.opcheck(torch.ops.rnnlab.onednn_fwd.default, args)
 

@@ -132,19 +132,20 @@ def rnn(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
 
     ``reverse``: run from the last step to the first (state frozen on padded steps, so each
     sequence starts from ``h0`` at its last valid step); the final state is then ``hs[0]``. The
-    fused kernel does this in place; the other paths run forward on time-flipped copies.
+    fused kernels and oneDNN (right-to-left direction) do this in place; the reference path runs
+    forward on time-flipped copies.
     """
     train = _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh)
-    if _fused(x) and not uses_onednn("rnn", x, mask, h0.shape[1], train):
+    if uses_onednn("rnn", x, mask, h0.shape[1], train):
+        kind = ONEDNN_KINDS[nonlinearity]
+        return torch.ops.rnnlab.onednn_fwd(kind, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, train,
+                                           reverse)[0]
+    if _fused(x):
         return torch.ops.rnnlab.rnn_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu",
                                         reverse)
     if reverse:
         x, mask = x.flip(0), (mask.flip(0) if mask is not None else None)
-    if uses_onednn("rnn", x, mask, h0.shape[1], train):
-        kind = ONEDNN_KINDS[nonlinearity]
-        hs = torch.ops.rnnlab.onednn_fwd(kind, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, train)[0]
-    else:
-        hs = RNNFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
+    hs = RNNFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
     return hs.flip(0) if reverse else hs
 
 
@@ -153,37 +154,34 @@ def lstm(x: Tensor, mask: Tensor | None, h0: Tensor, c0: Tensor, w_ih: Tensor, w
          ) -> tuple[Tensor, Tensor, Tensor]:
     """One LSTM layer/direction → ``(hs, cs, workspace)``; on the oneDNN path ``cs`` holds only
     the final cell state ``(1, B, H)`` (all the layer needs of it). ``reverse`` as in ``rnn``
-    (only ``hs``/``cs`` are flipped back on the non-native paths)."""
+    (only ``hs``/``cs`` are flipped back on the reference path)."""
     train = _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-    onednn = uses_onednn("lstm", x, mask, c0.shape[1], train, proj=w_hr is not None)
-    if _fused(x) and not onednn:
+    if uses_onednn("lstm", x, mask, c0.shape[1], train, proj=w_hr is not None):
+        hs, _, c_t, ws = torch.ops.rnnlab.onednn_fwd(2, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train,
+                                                     reverse)
+        return hs, c_t.unsqueeze(0), ws
+    if _fused(x):
         return torch.ops.rnnlab.lstm_fwd(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
     if reverse:
         x, mask = x.flip(0), (mask.flip(0) if mask is not None else None)
-    if onednn:
-        hs, _, c_t, ws = torch.ops.rnnlab.onednn_fwd(2, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train)
-        cs = c_t.unsqueeze(0)
-    else:
-        hs, cs, ws = LSTMFunction.apply(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    if reverse:
-        hs, cs = hs.flip(0), cs.flip(0)
-    return hs, cs, ws
+    hs, cs, ws = LSTMFunction.apply(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
+    return (hs.flip(0), cs.flip(0), ws) if reverse else (hs, cs, ws)
 
 
 def gru(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
         b_ih: Tensor | None, b_hh: Tensor | None, reset: str, reverse: bool = False
         ) -> tuple[Tensor, Tensor]:
     """One GRU layer/direction → ``(hs, workspace)``; ``reverse`` as in ``rnn`` (only ``hs`` is
-    flipped back on the non-native paths)."""
+    flipped back on the reference path)."""
     keep = _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh)  # the workspace only matters for a backward
-    onednn = reset == "after" and uses_onednn("gru", x, mask, h0.shape[1], keep)
-    if _fused(x) and not onednn:
+    if reset == "after" and uses_onednn("gru", x, mask, h0.shape[1], keep):
+        hs, _, _, ws = torch.ops.rnnlab.onednn_fwd(3, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, keep,
+                                                   reverse)
+        return hs, ws
+    if _fused(x):
         return torch.ops.rnnlab.gru_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset == "after", keep,
                                         reverse)
     if reverse:
         x, mask = x.flip(0), (mask.flip(0) if mask is not None else None)
-    if onednn:
-        hs, _, _, ws = torch.ops.rnnlab.onednn_fwd(3, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, keep)
-    else:
-        hs, ws = GRUFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset)
+    hs, ws = GRUFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset)
     return (hs.flip(0) if reverse else hs), ws

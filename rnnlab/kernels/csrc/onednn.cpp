@@ -42,7 +42,12 @@ int64_t n_bias(int64_t k) { return k == kGru ? 4 : n_gates(k); }
 // LSTM projection size, else H), in the user layouts.
 struct Shape {
   int64_t kind, T, B, I, H, P;
+  bool reverse = false;  // right to left: t = T-1 … 0, the final state is the one after t = 0
   bool proj() const { return P != H; }
+  dnnl::rnn_direction dir() const {
+    return reverse ? dnnl::rnn_direction::unidirectional_right2left
+                   : dnnl::rnn_direction::unidirectional_left2right;
+  }
   memory::desc md(memory::dims d, tag t) const { return memory::desc(d, memory::data_type::f32, t); }
   memory::desc seq(int64_t f) const { return md({T, B, f}, tag::tnc); }
   memory::desc state() const { return md({1, 1, B, P}, tag::ldnc); }
@@ -65,7 +70,7 @@ struct Entry {
 
 dnnl::primitive_desc make_fwd(const Shape& s, dnnl::prop_kind prop) {
   auto& e = engine();
-  auto dir = dnnl::rnn_direction::unidirectional_left2right;
+  auto dir = s.dir();
   auto wl = s.w(s.I, tag::any), wi = s.w(s.P, tag::any);
   if (s.kind == kLstm && s.proj())  // LSTMP: h_t = W_hr (o ⊙ tanh c_t); no peepholes
     return dnnl::lstm_forward::primitive_desc(e, prop, dir, s.seq(s.I), s.state(), s.c_state(), wl,
@@ -93,7 +98,7 @@ P typed(const dnnl::primitive_desc& pd) {
 dnnl::primitive_desc make_bwd(const Shape& s, const dnnl::primitive_desc& hint) {
   auto& e = engine();
   auto b = dnnl::prop_kind::backward;
-  auto dir = dnnl::rnn_direction::unidirectional_left2right;
+  auto dir = s.dir();
   auto wl = s.w(s.I, tag::any), wi = s.w(s.H, tag::any);
   auto x = s.seq(s.I), y = s.seq(s.H), h = s.state(), bias = s.bias();
   if (s.kind == kLstm) {
@@ -117,12 +122,12 @@ std::mutex cache_mutex;
 // The cached entry of a shape and thread count (created on first use; at most 64 kept, LRU).
 std::shared_ptr<Entry> entry(const Shape& s, bool train) {
   // primitives are tuned for the thread count they were created under: part of the key
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t>;
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int64_t>;
   static std::list<std::pair<Key, std::shared_ptr<Entry>>> order;  // most recent first
   static std::map<Key, decltype(order)::iterator> index;
   std::lock_guard<std::mutex> lock(cache_mutex);
   TORCH_CHECK(!(train && s.proj()), "onednn: LSTM projection is supported for inference only");
-  Key key{s.kind, s.T, s.B, s.I, s.H, s.P, at::get_num_threads()};
+  Key key{s.kind, s.T, s.B, s.I, s.H, s.P, s.reverse, at::get_num_threads()};
   std::shared_ptr<Entry> en;
   auto it = index.find(key);
   if (it != index.end()) {
@@ -200,14 +205,14 @@ void check_inputs(const Tensor& x, const Tensor& h0, const Tensor& w_ih, int64_t
 std::tuple<Tensor, Tensor, Tensor, Tensor> onednn_fwd(
     int64_t kind, const Tensor& x_, const Tensor& h0_, const c10::optional<Tensor>& c0,
     const Tensor& w_ih, const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
-    const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& w_hr_, bool train) {
+    const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& w_hr_, bool train, bool reverse) {
   const bool proj = w_hr_.has_value() && w_hr_->defined();
   TORCH_CHECK(!proj || kind == kLstm, "onednn_fwd: w_hr is for the LSTM only");
   const int64_t H = w_hh.size(0) / n_gates(kind);
   check_inputs(x_, h0_, w_ih, H, kind);
   Tensor x = x_.contiguous(), h0 = h0_.contiguous();
   const Tensor w_hr = proj ? w_hr_->contiguous() : Tensor();
-  const Shape s{kind, x.size(0), x.size(1), x.size(2), H, h0.size(1)};
+  const Shape s{kind, x.size(0), x.size(1), x.size(2), H, h0.size(1), reverse};
   auto opt = x.options();
   auto en = entry(s, train);
   dnnl::stream st(engine());
@@ -266,10 +271,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> onednn_bwd(
     int64_t kind, const Tensor& dy_, const c10::optional<Tensor>& dcT, const Tensor& x_,
     const Tensor& h0_, const c10::optional<Tensor>& c0, const Tensor& w_ih, const Tensor& w_hh,
     const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh, const Tensor& y,
-    const Tensor& hT, const c10::optional<Tensor>& cT, const Tensor& ws) {
+    const Tensor& hT, const c10::optional<Tensor>& cT, const Tensor& ws, bool reverse) {
   check_inputs(x_, h0_, w_ih, h0_.size(1), kind);
   Tensor x = x_.contiguous(), h0 = h0_.contiguous(), dy = dy_.contiguous();
-  const Shape s{kind, x.size(0), x.size(1), x.size(2), h0.size(1), h0.size(1)};
+  const Shape s{kind, x.size(0), x.size(1), x.size(2), h0.size(1), h0.size(1), reverse};
   auto opt = x.options();
   auto en = entry(s, true);
   const auto& pd = en->bwd_pd;
@@ -335,10 +340,11 @@ int64_t onednn_workspace_bytes(int64_t kind, int64_t T, int64_t B, int64_t I, in
 
 TORCH_LIBRARY_FRAGMENT(rnnlab, m) {
   m.def("onednn_fwd(int kind, Tensor x, Tensor h0, Tensor? c0, Tensor w_ih, Tensor w_hh, "
-        "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool train) -> (Tensor, Tensor, Tensor, Tensor)");
+        "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool train, bool reverse=False) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
   m.def("onednn_bwd(int kind, Tensor dy, Tensor? dcT, Tensor x, Tensor h0, Tensor? c0, "
         "Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor y, Tensor hT, Tensor? cT, "
-        "Tensor ws) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+        "Tensor ws, bool reverse=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
