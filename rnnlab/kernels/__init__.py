@@ -122,6 +122,12 @@ def uses_onednn(kind: str, x: Tensor, mask: Tensor | None, hidden: int, train: b
     return False
 
 
+def _flip_time(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """``x`` and ``mask`` reversed in time: on the reference path a reverse run is a forward run
+    on these (the outputs flipped back)."""
+    return x.flip(0), (mask.flip(0) if mask is not None else None)
+
+
 def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -144,7 +150,7 @@ def rnn(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
         return torch.ops.rnnlab.rnn_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu",
                                         reverse)
     if reverse:
-        x, mask = x.flip(0), (mask.flip(0) if mask is not None else None)
+        x, mask = _flip_time(x, mask)
     hs = RNNFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
     return hs.flip(0) if reverse else hs
 
@@ -163,7 +169,7 @@ def lstm(x: Tensor, mask: Tensor | None, h0: Tensor, c0: Tensor, w_ih: Tensor, w
     if _fused(x):
         return torch.ops.rnnlab.lstm_fwd(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
     if reverse:
-        x, mask = x.flip(0), (mask.flip(0) if mask is not None else None)
+        x, mask = _flip_time(x, mask)
     hs, cs, ws = LSTMFunction.apply(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     return (hs.flip(0), cs.flip(0), ws) if reverse else (hs, cs, ws)
 
@@ -182,6 +188,6 @@ def gru(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
         return torch.ops.rnnlab.gru_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset == "after", keep,
                                         reverse)
     if reverse:
-        x, mask = x.flip(0), (mask.flip(0) if mask is not None else None)
+        x, mask = _flip_time(x, mask)
     hs, ws = GRUFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset)
     return (hs.flip(0) if reverse else hs), ws
