@@ -84,8 +84,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
   auto db = at::zeros({4 * H}, x.options());
   auto dw_hr = proj ? at::zeros_like(*w_hr) : at::empty({0}, x.options());
-  auto dhs_c = dhs.has_value() && dhs->defined() ? dhs->contiguous() : Tensor();
-  auto dcs_c = dcs.has_value() && dcs->defined() ? dcs->contiguous() : Tensor();
   auto cs_c = cs.contiguous();
   auto hs_c = hs.contiguous();
   auto c0c = c0.contiguous();
@@ -93,8 +91,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   auto whh = w_hh.contiguous();
   auto whr = proj ? w_hr->contiguous() : Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_bwd", [&] {
-    const scalar_t* gh_out = dhs_c.defined() ? dhs_c.data_ptr<scalar_t>() : nullptr;
-    const scalar_t* gc_out = dcs_c.defined() ? dcs_c.data_ptr<scalar_t>() : nullptr;
     const scalar_t* csv = cs_c.data_ptr<scalar_t>();
     const scalar_t* gv = gates_c.data_ptr<scalar_t>();
     scalar_t* dav = da.data_ptr<scalar_t>();
@@ -108,6 +104,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     for (int64_t s1 = T; s1 > 0;) {  // chunks in backward order; s counts the steps as run
       const int64_t s0 = std::max<int64_t>(0, s1 - K);
       const int64_t t0 = reverse ? T - s1 : s0, t1 = reverse ? T - s0 : s1;  // the chunk's steps
+      // the upstream gradients of the chunk's steps (copied per chunk only when not contiguous)
+      const bool has_dh = dhs.has_value() && dhs->defined(), has_dc = dcs.has_value() && dcs->defined();
+      const Tensor gh_chunk = has_dh ? grad_steps(*dhs, t0, t1) : Tensor();
+      const Tensor gc_chunk = has_dc ? grad_steps(*dcs, t0, t1) : Tensor();
+      const scalar_t* gh_out = has_dh ? gh_chunk.data_ptr<scalar_t>() : nullptr;
+      const scalar_t* gc_out = has_dc ? gc_chunk.data_ptr<scalar_t>() : nullptr;
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = reverse ? T - 1 - s : s, tp = reverse ? t + 1 : t - 1;  // tp: previous
         // split dh into the part entering the cell (valid step) and the part kept (padding)
@@ -115,7 +117,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
           const bool valid = !m || m[t * B + b];
           scalar_t* d = dhv + b * P;
           scalar_t* di = dinv + b * P;
-          const scalar_t* go = gh_out ? gh_out + (t * B + b) * P : nullptr;
+          const scalar_t* go = gh_out ? gh_out + ((t - t0) * B + b) * P : nullptr;
           for (int64_t j = 0; j < P; ++j) {
             const scalar_t v = d[j] + (go ? go[j] : scalar_t(0));
             di[j] = valid ? v : scalar_t(0);
@@ -132,7 +134,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
           for (int64_t b = b0; b < b1; ++b) {
             scalar_t* dcb = dcv + b * H;
             if (gc_out) {
-              const scalar_t* gco = gc_out + (t * B + b) * H;
+              const scalar_t* gco = gc_out + ((t - t0) * B + b) * H;
               for (int64_t j = 0; j < H; ++j) dcb[j] += gco[j];
             }
             scalar_t* d = da_t + b * 4 * H;
