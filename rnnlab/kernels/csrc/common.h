@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <utility>
 #include <vector>
 
 #include "rows.h"
@@ -114,6 +115,21 @@ inline Tensor gemm_tn_prev(const Tensor& a, const Tensor& h0, const Tensor& hs) 
   if (T > 1) out.addmm_(a2.narrow(0, B, (T - 1) * B).t(), h2.narrow(0, 0, (T - 1) * B));
   return out;
 }
+
+// The order a run visits its steps: s-th step processed → time index t, forward (t = s) or, for the
+// backward direction of a bidirectional layer, reverse (t = T-1-s). `prev(t)` is the step whose
+// state feeds step t; outside [0, T) it is the initial state.
+struct StepOrder {
+  int64_t T;
+  bool reverse;
+  int64_t at(int64_t s) const { return reverse ? T - 1 - s : s; }
+  int64_t prev(int64_t t) const { return reverse ? t + 1 : t - 1; }
+  bool inside(int64_t t) const { return t >= 0 && t < T; }
+  // the time indices [t0, t1) of the processed steps [s0, s1)
+  std::pair<int64_t, int64_t> span(int64_t s0, int64_t s1) const {
+    return reverse ? std::make_pair(T - s1, T - s0) : std::make_pair(s0, s1);
+  }
+};
 
 // Backward runs in chunks of steps, so the per-step gradient buffers are chunk-sized (peak
 // training memory stays near the saved activations) while the weight-gradient GEMMs stay large.

@@ -29,6 +29,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
   auto whh = w_hh.contiguous();
   auto h0c = h0.contiguous();
   auto bn = has_bias ? b_hh->narrow(0, 2 * H, H).contiguous() : at::zeros({H}, x.options());
+  const StepOrder order{T, reverse};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_fwd", [&] {
     scalar_t* giv = gi.data_ptr<scalar_t>();
     const scalar_t* pb = has_bias ? proj_bias.data_ptr<scalar_t>() : nullptr;
@@ -44,7 +45,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     const StepGemm<scalar_t> step_n(w + 2 * H * H, H, true, B, H, H, 1);  // "before" only
     const auto active = active_rows(m, T, B);
     for (int64_t s = 0; s < T; ++s) {
-      const int64_t t = reverse ? T - 1 - s : s;
+      const int64_t t = order.at(s);
       // q = W_hh h_{t-1}: all rows for "after", the [r|z] rows first for "before" (its n rows
       // need r ⊙ h). Rows of finished sequences keep finite stale values, masked out below.
       step_rz(h, H, 0, ghv, 3 * H, active[t]);
@@ -106,6 +107,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   auto ws_c = ws.contiguous();
   auto h0c = h0.contiguous();
   auto whh = w_hh.contiguous();
+  const StepOrder order{T, reverse};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_bwd", [&] {
     const scalar_t* hsv = hs_c.data_ptr<scalar_t>();
     const scalar_t* wsv = ws_c.data_ptr<scalar_t>();
@@ -122,12 +124,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const auto active = active_rows(m, T, B);
     for (int64_t s1 = T; s1 > 0;) {  // chunks in backward order; s counts the steps as run
       const int64_t s0 = std::max<int64_t>(0, s1 - K);
-      const int64_t t0 = reverse ? T - s1 : s0, t1 = reverse ? T - s0 : s1;  // the chunk's steps
+      const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
+      const int64_t t0 = span.first, t1 = span.second;
       const Tensor g_chunk = grad_steps(dhs, t0, t1);
       const scalar_t* go = g_chunk.data_ptr<scalar_t>();  // steps t0.. of dL/dh (from outside)
       for (int64_t s = s1 - 1; s >= s0; --s) {
-        const int64_t t = reverse ? T - 1 - s : s, tp = reverse ? t + 1 : t - 1;  // tp: previous
-        const scalar_t* hp_all = (tp >= 0 && tp < T) ? hsv + tp * B * H : h0c.data_ptr<scalar_t>();
+        const int64_t t = order.at(s), tp = order.prev(t);
+        const scalar_t* hp_all = order.inside(tp) ? hsv + tp * B * H : h0c.data_ptr<scalar_t>();
         scalar_t* gi_t = dgiv + (t - t0) * B * 3 * H;
         scalar_t* gh_t = ghs;  // this step's [dar|daz|dan⊙r] rows (reset after)
         for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {

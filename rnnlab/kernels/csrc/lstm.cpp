@@ -26,6 +26,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
   auto whr = proj ? w_hr->contiguous() : Tensor();
   auto h0c = h0.contiguous();
   auto c0c = c0.contiguous();
+  const StepOrder order{T, reverse};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_fwd", [&] {
     scalar_t* gv = gates.data_ptr<scalar_t>();
     scalar_t* hsv = hs.data_ptr<scalar_t>();
@@ -39,7 +40,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const StepGemm<scalar_t> step(w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
     const auto active = active_rows(m, T, B);
     for (int64_t s = 0; s < T; ++s) {
-      const int64_t t = reverse ? T - 1 - s : s;
+      const int64_t t = order.at(s);
       scalar_t* g = gv + t * B * 4 * H;
       scalar_t* hn = hsv + t * B * P;
       scalar_t* cn = csv + t * B * H;
@@ -74,6 +75,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const Tensor& gates, bool need_dx, bool reverse) {
   const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1), K = chunk_steps(T, B, 4 * H);
   const bool proj = w_hr.has_value() && w_hr->defined();
+  const bool has_dh = dhs.has_value() && dhs->defined(), has_dc = dcs.has_value() && dcs->defined();
   auto da = at::empty({K, B, 4 * H}, x.options());  // one chunk of pre-activation gradients
   auto dh = at::zeros({B, P}, x.options());
   auto dc = at::zeros({B, H}, x.options());
@@ -90,6 +92,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   auto gates_c = gates.contiguous();
   auto whh = w_hh.contiguous();
   auto whr = proj ? w_hr->contiguous() : Tensor();
+  const StepOrder order{T, reverse};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_bwd", [&] {
     const scalar_t* csv = cs_c.data_ptr<scalar_t>();
     const scalar_t* gv = gates_c.data_ptr<scalar_t>();
@@ -103,15 +106,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const auto active = active_rows(m, T, B);
     for (int64_t s1 = T; s1 > 0;) {  // chunks in backward order; s counts the steps as run
       const int64_t s0 = std::max<int64_t>(0, s1 - K);
-      const int64_t t0 = reverse ? T - s1 : s0, t1 = reverse ? T - s0 : s1;  // the chunk's steps
+      const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
+      const int64_t t0 = span.first, t1 = span.second;
       // the upstream gradients of the chunk's steps (copied per chunk only when not contiguous)
-      const bool has_dh = dhs.has_value() && dhs->defined(), has_dc = dcs.has_value() && dcs->defined();
       const Tensor gh_chunk = has_dh ? grad_steps(*dhs, t0, t1) : Tensor();
       const Tensor gc_chunk = has_dc ? grad_steps(*dcs, t0, t1) : Tensor();
       const scalar_t* gh_out = has_dh ? gh_chunk.data_ptr<scalar_t>() : nullptr;
       const scalar_t* gc_out = has_dc ? gc_chunk.data_ptr<scalar_t>() : nullptr;
       for (int64_t s = s1 - 1; s >= s0; --s) {
-        const int64_t t = reverse ? T - 1 - s : s, tp = reverse ? t + 1 : t - 1;  // tp: previous
+        const int64_t t = order.at(s), tp = order.prev(t);
         // split dh into the part entering the cell (valid step) and the part kept (padding)
         for (int64_t b = 0; b < B; ++b) {
           const bool valid = !m || m[t * B + b];
@@ -128,7 +131,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
           std::copy(dinv, dinv + B * P, dh_cells.data_ptr<scalar_t>() + (t - t0) * B * P);
           gemm<scalar_t>(false, false, B, H, P, 1, dinv, P, whr.data_ptr<scalar_t>(), H, 0, drv, H);
         }
-        const scalar_t* cprev_all = (tp >= 0 && tp < T) ? csv + tp * B * H : c0c.data_ptr<scalar_t>();
+        const scalar_t* cprev_all = order.inside(tp) ? csv + tp * B * H : c0c.data_ptr<scalar_t>();
         scalar_t* da_t = dav + (t - t0) * B * 4 * H;
         for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {

@@ -19,6 +19,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
   auto whh = w_hh.contiguous();
   auto h0c = h0.contiguous();
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1);
+  const StepOrder order{T, reverse};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_fwd", [&] {
     scalar_t* out = hs.data_ptr<scalar_t>();
     const scalar_t* w = whh.data_ptr<scalar_t>();
@@ -28,7 +29,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
     const StepGemm<scalar_t> step(w, H, true, B, H, H);  // a += h_{t-1} W_hh^T
     const auto active = active_rows(m, T, B);
     for (int64_t s = 0; s < T; ++s) {
-      const int64_t t = reverse ? T - 1 - s : s;
+      const int64_t t = order.at(s);
       scalar_t* a = out + t * B * H;
       step(h, H, 1, a, H, active[t]);
       for_range(B, H, [&](int64_t b0, int64_t b1) {
@@ -71,6 +72,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
   auto db = at::zeros({H}, x.options());
   auto hs_c = hs.contiguous();
   auto whh = w_hh.contiguous();
+  const StepOrder order{T, reverse};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_bwd", [&] {
     const scalar_t* hv = hs_c.data_ptr<scalar_t>();
     scalar_t* dhv = dh.data_ptr<scalar_t>();
@@ -79,14 +81,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const auto active = active_rows(m, T, B);
     for (int64_t s1 = T; s1 > 0;) {  // chunks in backward order; s counts the steps as run
       const int64_t s0 = std::max<int64_t>(0, s1 - K);
-      const int64_t t0 = reverse ? T - s1 : s0, t1 = reverse ? T - s0 : s1;  // the chunk's steps
+      const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
+      const int64_t t0 = span.first, t1 = span.second;
       const Tensor g_chunk = grad_steps(dhs, t0, t1);
       const scalar_t* g_out = g_chunk.data_ptr<scalar_t>();  // steps t0.. of dL/dh (from outside)
       const bool g_copied = !g_chunk.is_alias_of(dhs);
       if (!g_copied && !da.defined()) da = at::empty({K, B, H}, x.options());
       scalar_t* da0 = (g_copied ? g_chunk : da).data_ptr<scalar_t>();  // da_t[j] may replace g_t[j]
       for (int64_t s = s1 - 1; s >= s0; --s) {
-        const int64_t t = reverse ? T - 1 - s : s;
+        const int64_t t = order.at(s);
         scalar_t* da_t = da0 + (t - t0) * B * H;
         for_range(B, H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
