@@ -49,6 +49,11 @@ def _same(t: Tensor | None) -> Tensor | None:
     return t
 
 
+def _reverse_arg(inputs: tuple, index: int) -> bool:
+    """The op's trailing ``reverse`` argument (False when the call left it to its default)."""
+    return bool(inputs[index]) if len(inputs) > index else False
+
+
 def _register() -> None:
     lib = "rnnlab::"
 
@@ -104,7 +109,7 @@ def _register() -> None:
         x, mask, h0, w_ih, w_hh, b_ih, b_hh, relu = inputs[:8]
         ctx.set_materialize_grads(False)
         ctx.relu = relu
-        ctx.reverse = bool(inputs[8]) if len(inputs) > 8 else False
+        ctx.reverse = _reverse_arg(inputs, 8)
         ctx.save_for_backward(x, mask, h0, w_ih, w_hh, output)
 
     def rnn_grad(ctx: Any, dhs: Tensor | None) -> tuple:
@@ -131,7 +136,7 @@ def _register() -> None:
     def lstm_setup(ctx: Any, inputs: tuple, output: tuple) -> None:
         x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = inputs[:9]
         ctx.set_materialize_grads(False)
-        ctx.reverse = bool(inputs[9]) if len(inputs) > 9 else False
+        ctx.reverse = _reverse_arg(inputs, 9)
         ctx.save_for_backward(x, mask, h0, c0, w_ih, w_hh, w_hr, *output)
 
     def lstm_grad(ctx: Any, dhs: Tensor | None, dcs: Tensor | None, dg: Tensor | None) -> tuple:
@@ -157,7 +162,7 @@ def _register() -> None:
         x, mask, h0, w_ih, w_hh, b_ih, b_hh, after, keep = inputs[:9]
         ctx.set_materialize_grads(False)
         ctx.after = after
-        ctx.reverse = bool(inputs[9]) if len(inputs) > 9 else False
+        ctx.reverse = _reverse_arg(inputs, 9)
         ctx.save_for_backward(x, mask, h0, w_ih, w_hh, *output)
 
     def gru_grad(ctx: Any, dhs: Tensor | None, dws: Tensor | None) -> tuple:
@@ -212,7 +217,7 @@ def _register_onednn() -> None:
             raise RuntimeError("onednn_fwd: the LSTM projection (w_hr) is supported for inference only")
         ctx.set_materialize_grads(False)
         ctx.kind = kind
-        ctx.reverse = bool(inputs[10]) if len(inputs) > 10 else False
+        ctx.reverse = _reverse_arg(inputs, 10)
         y, h_t, c_t, ws = output
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, y, h_t, c_t, ws)
 
