@@ -21,10 +21,12 @@ if not os.environ.get("RNNLAB_NO_EXT"):
     from torch.utils.cpp_extension import BuildExtension, CppExtension
 
     src = "rnnlab/kernels/csrc"
-    flags = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-mprefer-vector-width=512"]
+    # -fopenmp: at::parallel_for in the kernels runs on torch's OpenMP pool (the same libgomp.so.1,
+    # already loaded by libtorch); without it ATen's header compiles parallel_for to a serial loop
+    flags = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-mprefer-vector-width=512"]
     files = ("register.cpp", "rnn.cpp", "lstm.cpp", "gru.cpp", "step.cpp")
     sources = [f"{src}/{f}" for f in files]
-    extra: dict = {"include_dirs": [], "library_dirs": [], "libraries": [], "extra_link_args": []}
+    extra: dict = {"include_dirs": [], "library_dirs": [], "libraries": [], "extra_link_args": ["-fopenmp"]}
     prefix = Path(sys.prefix)
     version_h = prefix / "include" / "oneapi" / "dnnl" / "dnnl_version.h"
     found = version_h.exists() and (prefix / "lib" / "libdnnl.so.3").exists()
@@ -36,7 +38,7 @@ if not os.environ.get("RNNLAB_NO_EXT"):
             "include_dirs": [str(prefix / "include")],
             "library_dirs": [str(prefix / "lib")],
             "libraries": [":libdnnl.so.3"],
-            "extra_link_args": [f"-Wl,-rpath,{prefix / 'lib'}"],
+            "extra_link_args": ["-fopenmp", f"-Wl,-rpath,{prefix / 'lib'}"],
         }
     ext_modules = [CppExtension("rnnlab._C", sources, extra_compile_args=flags, **extra)]
     cmdclass = {"build_ext": BuildExtension.with_options(use_ninja=False)}

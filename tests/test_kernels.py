@@ -78,16 +78,28 @@ def _sum_outputs_and_grads(layer, x, hx, lengths):
     return [out, *torch.autograd.grad(out.sum(), leaves)]
 
 
+@pytest.fixture
+def threads(request):
+    """torch's intra-op thread count for the test (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["serial", "pipelined"])
 @pytest.mark.parametrize("grad", ["dense", "expanded"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
-def test_fused_backward_in_several_chunks(variant, grad):
+def test_fused_backward_in_several_chunks(variant, grad, threads):
     """T·B large enough that the fused backward works through several chunks of steps (chunks of
-    ≥ 32 K gradient values: 128 steps for the RNN here, 43 for the GRU, 32 for the LSTM)."""
+    ≥ 32 K gradient values: 128 steps for the RNN here, 43 for the GRU, 32 for the LSTM). With two
+    threads the chunks run as a pipeline (csrc/pipeline.h: one thread's recurrence, the other's
+    weight gradients, dx stages shared), in both directions."""
     cls, kw = VARIANTS[variant]
-    layer = cls(3, 4, dtype=torch.float64, **kw)
+    layer = cls(3, 4, bidirectional=True, dtype=torch.float64, **kw)
     x = torch.randn(300, 64, 3, dtype=torch.float64, requires_grad=True)
-    h0 = torch.randn(1, 64, layer.proj_size or 4, dtype=torch.float64, requires_grad=True)
-    hx = (h0, torch.randn(1, 64, 4, dtype=torch.float64, requires_grad=True)) if cls is rnnlab.LSTM else h0
+    h0 = torch.randn(2, 64, layer.proj_size or 4, dtype=torch.float64, requires_grad=True)
+    hx = (h0, torch.randn(2, 64, 4, dtype=torch.float64, requires_grad=True)) if cls is rnnlab.LSTM else h0
     # with lengths the layer masks the output, which makes its gradient dense again
     lengths = torch.randint(1, 301, (64,)) if grad == "dense" else None
     run = _outputs_and_grads if grad == "dense" else _sum_outputs_and_grads

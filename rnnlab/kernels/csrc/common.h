@@ -187,17 +187,18 @@ inline Tensor prev_states(const Tensor& h0, const Tensor& hs, int64_t t0, int64_
   return at::cat({h0.unsqueeze(0), hs.narrow(0, 0, n - 1)}, 0);
 }
 
-// The input-side gradients of a chunk [t0, t0+n): dW_ih += da^T x, db += Σ da, dx = da W_ih.
-inline void add_input_grads(const Tensor& da, const Tensor& x, const Tensor& w_ih, int64_t t0,
-                            Tensor& dw_ih, Tensor& db, Tensor& dx) {
-  const int64_t n = da.size(0);
+// The input weights' gradients of a chunk [t0, t0+n): dW_ih += da^T x, db += Σ da.
+inline void add_weight_grads(const Tensor& da, const Tensor& x, int64_t t0, Tensor& dw_ih, Tensor& db) {
   auto a2 = rows2d(da);
-  dw_ih.addmm_(a2.t(), rows2d(x.narrow(0, t0, n)));
+  dw_ih.addmm_(a2.t(), rows2d(x.narrow(0, t0, da.size(0))));
   db.add_(a2.sum(0));
-  if (dx.numel() > 0) {
-    auto rows = dx.narrow(0, t0, n).view({-1, dx.size(2)});  // contiguous: dx is [T, B, I]
-    at::mm_out(rows, a2, w_ih);
-  }
+}
+
+// The input gradient of a chunk: dx[t0 : t0+n] = da W_ih (nothing when dx is empty: not needed).
+inline void input_grad(const Tensor& da, const Tensor& w_ih, int64_t t0, Tensor& dx) {
+  if (dx.numel() == 0) return;
+  auto rows = dx.narrow(0, t0, da.size(0)).view({-1, dx.size(2)});  // contiguous: dx is [T, B, I]
+  at::mm_out(rows, rows2d(da), w_ih);
 }
 
 // Rows still running at each step when the mask has "prefix form" (batch sorted by decreasing

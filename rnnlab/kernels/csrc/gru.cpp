@@ -3,7 +3,7 @@
 //   after:  n = tanh(gi_n + r⊙(W_hn h + b_hn))      workspace [r|z|n|hn], hn = W_hn h + b_hn
 //   before: n = tanh(gi_n + W_hn (r⊙h) + b_hn)      workspace [r|z|n]
 // reverse = true walks t = T-1 … 0 with h_{t+1} as the previous state (see rnn.cpp).
-#include "packed.h"
+#include "pipeline.h"
 
 namespace rnnlab {
 
@@ -92,10 +92,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     bool need_dx, bool reverse) {
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), W = after ? 4 * H : 3 * H;
   const int64_t K = chunk_steps(T, B, 3 * H);
-  auto dgi = at::empty({K, B, 3 * H}, x.options());  // one chunk of [dar|daz|dan]
+  // weight gradients of one chunk overlap the next chunk's recurrence (pipeline.h)
+  const bool overlap = overlap_chunks((T + K - 1) / K, B * H * 3 * H);
+  const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
+  auto dgi = at::empty({slots, K, B, 3 * H}, x.options());  // chunks of [dar|daz|dan]
   // reset after: the recurrent pre-activation gradient [dar|daz|dan⊙r] differs from the input
   // one only in its n block, so only that block is kept for the weight gradient
-  auto dghn = after ? at::empty({K, B, H}, x.options()) : Tensor();
+  auto dghn = after ? at::empty({slots, K, B, H}, x.options()) : Tensor();
   auto gh_step = after ? at::empty({B, 3 * H}, x.options()) : Tensor();
   auto dh = at::zeros({B, H}, x.options());
   auto drh = at::empty({B, H}, x.options());
@@ -112,8 +115,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const scalar_t* hsv = hs_c.data_ptr<scalar_t>();
     const scalar_t* wsv = ws_c.data_ptr<scalar_t>();
     const scalar_t* w = whh.data_ptr<scalar_t>();
-    scalar_t* dgiv = dgi.data_ptr<scalar_t>();
-    scalar_t* dghnv = after ? dghn.data_ptr<scalar_t>() : nullptr;
     scalar_t* ghs = after ? gh_step.data_ptr<scalar_t>() : nullptr;
     scalar_t* dhv = dh.data_ptr<scalar_t>();
     scalar_t* drhv = drh.data_ptr<scalar_t>();
@@ -122,12 +123,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const StepGemm<scalar_t> back_all(w, H, false, B, H, after ? 3 * H : 2 * H);  // rows used
     const StepGemm<scalar_t> back_n(w + 2 * H * H, H, false, B, H, H, 1);        // "before"
     const auto active = active_rows(m, T, B);
-    for (int64_t s1 = T; s1 > 0;) {  // chunks in backward order; s counts the steps as run
-      const int64_t s0 = std::max<int64_t>(0, s1 - K);
+    auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {
       const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
       const int64_t t0 = span.first, t1 = span.second;
       const Tensor g_chunk = grad_steps(dhs, t0, t1);
       const scalar_t* go = g_chunk.data_ptr<scalar_t>();  // steps t0.. of dL/dh (from outside)
+      scalar_t* dgiv = dgi[slot].data_ptr<scalar_t>();
+      scalar_t* dghnv = after ? dghn[slot].data_ptr<scalar_t>() : nullptr;
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s), tp = order.prev(t);
         const scalar_t* hp_all = order.inside(tp) ? hsv + tp * B * H : h0c.data_ptr<scalar_t>();
@@ -167,14 +169,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
           back_all(gi_t, 3 * H, 1, dhv, H, active[t]);
         }
       }
-      const int64_t n = t1 - t0;
-      auto dgi_c = dgi.narrow(0, 0, n);
-      add_input_grads(dgi_c, x, w_ih, t0, dw_ih, db_ih, dx);
+    };
+    auto weight_grads = [&](int64_t slot, int64_t s0, int64_t s1) {
+      const int64_t t0 = order.span(s0, s1).first, n = s1 - s0;
+      auto dgi_c = dgi[slot].narrow(0, 0, n);
+      add_weight_grads(dgi_c, x, t0, dw_ih, db_ih);
       auto rz = dgi_c.narrow(2, 0, 2 * H);
       add_prev_gemm(dw_hh.narrow(0, 0, 2 * H), rz, h0c, hs_c, t0, reverse);
       db_hh.narrow(0, 0, 2 * H).add_(rows2d(rz).sum(0));
       if (after) {
-        auto dn = dghn.narrow(0, 0, n);
+        auto dn = dghn[slot].narrow(0, 0, n);
         add_prev_gemm(dw_hh.narrow(0, 2 * H, H), dn, h0c, hs_c, t0, reverse);
         db_hh.narrow(0, 2 * H, H).add_(rows2d(dn).sum(0));
       } else {  // W_hn multiplies r ⊙ h_{t-1}
@@ -183,8 +187,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
         dw_hh.narrow(0, 2 * H, H).addmm_(rows2d(dn).t(), rows2d(rh));
         db_hh.narrow(0, 2 * H, H).add_(rows2d(dn).sum(0));
       }
-      s1 = s0;
-    }
+    };
+    auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = dgi W_ih
+      input_grad(dgi[slot].narrow(0, 0, s1 - s0), w_ih, order.span(s0, s1).first, dx);
+    };
+    run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);
   });
   return {dx, dh, dw_ih, dw_hh, db_ih, db_hh};
 }

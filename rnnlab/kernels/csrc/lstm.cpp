@@ -4,7 +4,7 @@
 //   backward: dr = dh W_hr;  dc += dr⊙o⊙(1-tanh²c);  da = [dc⊙g⊙i(1-i), dc⊙c_{t-1}⊙f(1-f),
 //             dc⊙i⊙(1-g²), dr⊙tanh(c)⊙o(1-o)];  dh_{t-1} = da W_hh;  dc_{t-1} = dc⊙f
 // reverse = true walks t = T-1 … 0 with (h, c)_{t+1} as the previous state (see rnn.cpp).
-#include "packed.h"
+#include "pipeline.h"
 
 namespace rnnlab {
 
@@ -76,12 +76,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1), K = chunk_steps(T, B, 4 * H);
   const bool proj = w_hr.has_value() && w_hr->defined();
   const bool has_dh = dhs.has_value() && dhs->defined(), has_dc = dcs.has_value() && dcs->defined();
-  auto da = at::empty({K, B, 4 * H}, x.options());  // one chunk of pre-activation gradients
+  // weight gradients of one chunk overlap the next chunk's recurrence (pipeline.h): two buffers
+  const bool overlap = overlap_chunks((T + K - 1) / K, B * P * 4 * H);
+  const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
+  auto da = at::empty({slots, K, B, 4 * H}, x.options());  // chunk pre-activation gradients
   auto dh = at::zeros({B, P}, x.options());
   auto dc = at::zeros({B, H}, x.options());
   auto dh_in = at::empty({B, P}, x.options());  // gradient entering the cell at step t
   auto dr = proj ? at::empty({B, H}, x.options()) : dh_in;
-  auto dh_cells = proj ? at::empty({K, B, P}, x.options()) : Tensor();
+  auto dh_cells = proj ? at::empty({slots, K, B, P}, x.options()) : Tensor();
   auto dx = need_dx ? at::empty({T, B, x.size(2)}, x.options()) : at::empty({0}, x.options());
   auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
   auto db = at::zeros({4 * H}, x.options());
@@ -96,7 +99,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_bwd", [&] {
     const scalar_t* csv = cs_c.data_ptr<scalar_t>();
     const scalar_t* gv = gates_c.data_ptr<scalar_t>();
-    scalar_t* dav = da.data_ptr<scalar_t>();
     scalar_t* dhv = dh.data_ptr<scalar_t>();
     scalar_t* dcv = dc.data_ptr<scalar_t>();
     scalar_t* dinv = dh_in.data_ptr<scalar_t>();
@@ -104,10 +106,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const bool* m = mask_ptr(mask);
     const StepGemm<scalar_t> step(whh.data_ptr<scalar_t>(), P, false, B, P, 4 * H);  // dh += da W_hh
     const auto active = active_rows(m, T, B);
-    for (int64_t s1 = T; s1 > 0;) {  // chunks in backward order; s counts the steps as run
-      const int64_t s0 = std::max<int64_t>(0, s1 - K);
+    // the recurrence of the chunk [s0, s1) of steps as run: da of each step into slot's buffer
+    auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {
       const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
       const int64_t t0 = span.first, t1 = span.second;
+      scalar_t* dav = da[slot].data_ptr<scalar_t>();
       // the upstream gradients of the chunk's steps (copied per chunk only when not contiguous)
       const Tensor gh_chunk = has_dh ? grad_steps(*dhs, t0, t1) : Tensor();
       const Tensor gc_chunk = has_dc ? grad_steps(*dcs, t0, t1) : Tensor();
@@ -128,7 +131,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
           }
         }
         if (proj) {  // through h_t = W_hr r_t
-          std::copy(dinv, dinv + B * P, dh_cells.data_ptr<scalar_t>() + (t - t0) * B * P);
+          std::copy(dinv, dinv + B * P, dh_cells[slot].data_ptr<scalar_t>() + (t - t0) * B * P);
           gemm<scalar_t>(false, false, B, H, P, 1, dinv, P, whr.data_ptr<scalar_t>(), H, 0, drv, H);
         }
         const scalar_t* cprev_all = order.inside(tp) ? csv + tp * B * H : c0c.data_ptr<scalar_t>();
@@ -151,16 +154,22 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
         });
         step(da_t, 4 * H, 1, dhv, P, active[t]);
       }
-      const int64_t n = t1 - t0;
-      auto da_c = da.narrow(0, 0, n);
-      add_input_grads(da_c, x, w_ih, t0, dw_ih, db, dx);
+    };
+    // the chunk's weight gradients, as GEMMs over all its steps
+    auto weight_grads = [&](int64_t slot, int64_t s0, int64_t s1) {
+      const int64_t t0 = order.span(s0, s1).first, n = s1 - s0;
+      auto da_c = da[slot].narrow(0, 0, n);
+      add_weight_grads(da_c, x, t0, dw_ih, db);
       add_prev_gemm(dw_hh, da_c, h0, hs_c, t0, reverse);
       if (proj) {  // dW_hr += Σ dh_t^T r_t,  r_t = o ⊙ tanh(c_t)
         auto r = gates_c.narrow(0, t0, n).narrow(2, 3 * H, H) * at::tanh(cs_c.narrow(0, t0, n));
-        dw_hr.addmm_(rows2d(dh_cells.narrow(0, 0, n)).t(), rows2d(r));
+        dw_hr.addmm_(rows2d(dh_cells[slot].narrow(0, 0, n)).t(), rows2d(r));
       }
-      s1 = s0;
-    }
+    };
+    auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = da W_ih
+      input_grad(da[slot].narrow(0, 0, s1 - s0), w_ih, order.span(s0, s1).first, dx);
+    };
+    run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);
   });
   return {dx, dh, dc, dw_ih, dw_hh, db, dw_hr};
 }

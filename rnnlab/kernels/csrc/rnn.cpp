@@ -5,7 +5,7 @@
 // bidirectional layer; h_{t+1} takes the place of h_{t-1}) on the input as it is: no reversed
 // copies. With a mask, state frozen on padded steps is the same as reversing each sequence within
 // its own length: a sequence's reverse pass starts from h0 at its last valid step.
-#include "packed.h"
+#include "pipeline.h"
 
 namespace rnnlab {
 
@@ -62,10 +62,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const Tensor& dhs, const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, bool relu, bool need_dx, bool reverse) {
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), K = chunk_steps(T, B, H);
-  // one chunk of pre-activation gradients (allocated on first use): where the upstream gradient's
-  // chunk is a private copy (it was not contiguous, e.g. the expanded one of out.sum()), da
-  // overwrites that copy in place instead
-  Tensor da;
+  // weight gradients of one chunk overlap the next chunk's recurrence (pipeline.h)
+  const bool overlap = overlap_chunks((T + K - 1) / K, B * H * H);
+  const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
+  // each slot's chunk of pre-activation gradients: where the upstream gradient's chunk is a
+  // private copy (it was not contiguous, e.g. the expanded one of out.sum()), da overwrites that
+  // copy in place, else a buffer of the slot's own (allocated on first use)
+  std::vector<Tensor> da(slots), da_buf(slots);
   auto dh = at::zeros({B, H}, x.options());
   auto dx = need_dx ? at::empty({T, B, x.size(2)}, x.options()) : at::empty({0}, x.options());
   auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
@@ -79,15 +82,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const bool* m = mask_ptr(mask);
     const StepGemm<scalar_t> step(whh.data_ptr<scalar_t>(), H, false, B, H, H);  // dh += da W_hh
     const auto active = active_rows(m, T, B);
-    for (int64_t s1 = T; s1 > 0;) {  // chunks in backward order; s counts the steps as run
-      const int64_t s0 = std::max<int64_t>(0, s1 - K);
+    auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {
       const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
       const int64_t t0 = span.first, t1 = span.second;
       const Tensor g_chunk = grad_steps(dhs, t0, t1);
       const scalar_t* g_out = g_chunk.data_ptr<scalar_t>();  // steps t0.. of dL/dh (from outside)
-      const bool g_copied = !g_chunk.is_alias_of(dhs);
-      if (!g_copied && !da.defined()) da = at::empty({K, B, H}, x.options());
-      scalar_t* da0 = (g_copied ? g_chunk : da).data_ptr<scalar_t>();  // da_t[j] may replace g_t[j]
+      if (g_chunk.is_alias_of(dhs)) {
+        if (!da_buf[slot].defined()) da_buf[slot] = at::empty({K, B, H}, x.options());
+        da[slot] = da_buf[slot].narrow(0, 0, t1 - t0);
+      } else {
+        da[slot] = g_chunk;  // da_t[j] may replace g_t[j]
+      }
+      scalar_t* da0 = da[slot].data_ptr<scalar_t>();
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s);
         scalar_t* da_t = da0 + (t - t0) * B * H;
@@ -111,11 +117,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
         });
         step(da_t, H, 1, dhv, H, active[t]);
       }
-      auto da_c = g_copied ? g_chunk : da.narrow(0, 0, t1 - t0);
-      add_input_grads(da_c, x, w_ih, t0, dw_ih, db, dx);
-      add_prev_gemm(dw_hh, da_c, h0, hs_c, t0, reverse);
-      s1 = s0;
-    }
+    };
+    auto weight_grads = [&](int64_t slot, int64_t s0, int64_t s1) {
+      const int64_t t0 = order.span(s0, s1).first;
+      add_weight_grads(da[slot], x, t0, dw_ih, db);
+      add_prev_gemm(dw_hh, da[slot], h0, hs_c, t0, reverse);
+    };
+    auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = da W_ih
+      input_grad(da[slot], w_ih, order.span(s0, s1).first, dx);
+    };
+    run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);
   });
   return {dx, dh, dw_ih, dw_hh, db};
 }

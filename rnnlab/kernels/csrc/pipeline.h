@@ -1,0 +1,115 @@
+// The chunk loop of a backward pass, optionally as a pipeline over the two cores.
+//
+// Each chunk of steps has three stages: its recurrence (dh flowing from step to step, serial in
+// time), its weight gradients (dW += da^T [x | h_prev], db += Σ da: accumulated, so one thread
+// runs them in chunk order) and its input gradient (dx rows = da W_ih: rows of its own). Run one
+// after the other, the second core idles through every recurrence when the per-step GEMMs are too
+// small to split (perf, LSTM B=64 H=64 training: 25 % of the samples in libgomp's spin-wait; and
+// ATen's parallel_for in this extension was a serial loop until it was built with -fopenmp).
+// Overlapped, thread A runs the recurrences back to back while thread B runs the weight gradients
+// (and the dx it gets to first) of the chunks A has finished; A takes dx stages while it waits for
+// a chunk buffer and after its last recurrence. Buffers alternate between two slots.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+#include <immintrin.h>
+
+#include <atomic>
+#include <exception>
+#include <memory>
+
+#include "packed.h"
+
+namespace rnnlab {
+
+// Overlap when two threads are free and the per-step GEMM is at most this many multiply-adds:
+// the recurrence then runs on one core (its GEMMs inside the parallel region are single-threaded).
+// Interleaved A/B of the backward, serial → overlapped (2 threads, T=100, ms): LSTM B=8 H=64
+// 1.16 → 0.80, B=64 H=64 7.06 → 5.31, B=64 H=128 (4.2 M) 16.7 → 14.9, B=32 H=256 (8.4 M) 26.5 →
+// 26.5, B=64 H=256 (16.8 M) 48.3 → 50.1; GRU B=64 H=64 6.16 → 4.44, B=32 H=256 (6.3 M) 25.2 →
+// 22.0, B=64 H=256 (12.6 M) 43.9 → 42.4; RNN B=64 H=64 2.88 → 1.93, B=64 H=256 (4.2 M) 16.5 → 14.9.
+constexpr int64_t kOverlapStep = 8000000;
+
+inline bool overlap_chunks(int64_t chunks, int64_t step_macs) {
+  return chunks >= 2 && step_macs <= kOverlapStep && at::get_num_threads() >= 2 &&
+         !at::in_parallel_region();
+}
+
+// Chunk buffers the pipeline cycles through (callers allocate this many). Two measured faster
+// than four or eight (LSTM B=64 H=64 backward 5.31 / 5.50 / 6.24 ms; GRU B=32 H=256 22.0 / 24.9):
+// the buffers stay in cache.
+inline int64_t chunk_slots(int64_t chunks, bool overlap) { return overlap ? std::min<int64_t>(chunks, 2) : 1; }
+
+// The chunks [s0, s1) of steps as run, in backward order (s1 = T first), chunk size K, each in
+// three stages: rec(slot, s0, s1), then acc(slot, s0, s1) (gradients accumulated over chunks, so
+// run in chunk order by one thread) and dx(slot, s0, s1) (rows of its own, any thread). slot is
+// the chunk's buffer, j % chunk_slots.
+template <class Rec, class Acc, class Dx>
+void run_chunks(int64_t T, int64_t K, bool overlap, const Rec& rec, const Acc& acc, const Dx& dx) {
+  const int64_t chunks = (T + K - 1) / K, slots = chunk_slots(chunks, overlap);
+  auto bounds = [&](int64_t j) {  // chunk j in backward order → [s0, s1)
+    const int64_t s1 = T - j * K;
+    return std::make_pair(std::max<int64_t>(0, s1 - K), s1);
+  };
+  auto stage = [&](const auto& f, int64_t j) {
+    const auto b = bounds(j);
+    f(j % slots, b.first, b.second);
+  };
+  auto serial = [&] {
+    for (int64_t j = 0; j < chunks; ++j) stage(rec, j), stage(acc, j), stage(dx, j);
+  };
+  if (!overlap) return serial();
+  // rec_done: chunks whose recurrence finished; parts[j]: stages after it done (2: slot free);
+  // claimed[j]: someone took chunk j's dx
+  std::atomic<int64_t> rec_done{0};
+  std::unique_ptr<std::atomic<int>[]> parts(new std::atomic<int>[chunks]);
+  std::unique_ptr<std::atomic<bool>[]> claimed(new std::atomic<bool>[chunks]);
+  for (int64_t j = 0; j < chunks; ++j) parts[j] = 0, claimed[j] = false;
+  std::atomic<bool> failed{false};
+  auto try_dx = [&](int64_t j) {
+    if (claimed[j].exchange(true)) return false;
+    stage(dx, j);
+    parts[j].fetch_add(1, std::memory_order_release);
+    return true;
+  };
+  // the OpenMP worker starts with default dispatch state (grad mode on): the ATen calls of the
+  // stages must not reach autograd, whatever thread runs them
+  const c10::impl::LocalDispatchKeySet keys = c10::impl::tls_local_dispatch_key_set();
+  at::parallel_for(0, 2, 1, [&](int64_t first, int64_t last) {
+    c10::impl::ForceDispatchKeyGuard same_keys(keys);
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    try {
+      if (last - first == 2) return serial();  // only one thread came: no pipeline
+      if (first == 0) {  // the recurrences, back to back; dx stages while a slot is still busy
+        for (int64_t j = 0; j < chunks; ++j) {
+          for (int64_t o = j - slots; o >= 0 && parts[o].load(std::memory_order_acquire) < 2;) {
+            if (failed.load(std::memory_order_relaxed)) return;
+            bool helped = false;
+            for (int64_t i = o; i < j && !helped; ++i) helped = try_dx(i);
+            if (!helped) _mm_pause();
+          }
+          stage(rec, j);
+          rec_done.store(j + 1, std::memory_order_release);
+        }
+        for (int64_t j = chunks - 1; j >= 0; --j) try_dx(j);  // the last ones, from the end
+      } else {  // the accumulating GEMMs in chunk order, and each dx not taken yet
+        for (int64_t j = 0; j < chunks; ++j) {
+          while (rec_done.load(std::memory_order_acquire) <= j) {
+            if (failed.load(std::memory_order_relaxed)) return;
+            _mm_pause();
+          }
+          stage(acc, j);
+          parts[j].fetch_add(1, std::memory_order_release);
+          try_dx(j);
+        }
+      }
+    } catch (...) {
+      failed.store(true);
+      throw;
+    }
+  });
+}
+
+}  // namespace rnnlab
