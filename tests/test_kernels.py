@@ -94,7 +94,8 @@ def test_fused_backward_in_several_chunks(variant, grad, threads):
     """T·B large enough that the fused backward works through several chunks of steps (chunks of
     ≥ 32 K gradient values: 128 steps for the RNN here, 43 for the GRU, 32 for the LSTM). With two
     threads the chunks run as a pipeline (csrc/pipeline.h: one thread's recurrence, the other's
-    weight gradients, dx stages shared), in both directions."""
+    weight gradients, dx stages shared; in the forward the next chunk's input projection), in
+    both directions."""
     cls, kw = VARIANTS[variant]
     layer = cls(3, 4, bidirectional=True, dtype=torch.float64, **kw)
     x = torch.randn(300, 64, 3, dtype=torch.float64, requires_grad=True)

@@ -90,11 +90,14 @@ inline const bool* mask_ptr(const c10::optional<Tensor>& mask) {
   return (mask.has_value() && mask->defined()) ? mask->data_ptr<bool>() : nullptr;
 }
 
-// Input projection of all steps in one GEMM: x [T, B, I] @ w^T [I, G] → [T, B, G]. The bias is
-// not added here: `addmm` first copies the broadcast bias into the whole output (LSTM B=64 H=64:
-// 0.74 of its 1.55 ms), so the kernels add it row by row in the gate pass instead (add_row).
-inline Tensor project(const Tensor& x, const Tensor& w) {
-  return at::mm(x.reshape({-1, x.size(2)}), w.t()).view({x.size(0), x.size(1), w.size(0)});
+// Input projection of the steps [t0, t1) as one GEMM: x[t0:t1] [n, B, I] @ w^T [I, G] into
+// out[t0:t1] (out [T, B, G], contiguous). The bias is not added here: `addmm` first copies the
+// broadcast bias into the whole output (LSTM B=64 H=64: 0.74 of its 1.55 ms), so the kernels add
+// it row by row in the gate pass instead (add_row).
+inline void project_into(Tensor& out, const Tensor& x, const Tensor& w, int64_t t0, int64_t t1) {
+  const int64_t n = t1 - t0;
+  Tensor rows = out.narrow(0, t0, n).view({n * x.size(1), w.size(0)});
+  at::mm_out(rows, x.narrow(0, t0, n).reshape({n * x.size(1), x.size(2)}), w.t());
 }
 
 // Σ_t a_t^T b_t for a [T, B, M], b [T, B, N] → [M, N] (one GEMM over all steps). `a` may be a

@@ -20,7 +20,10 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
   Tensor proj_bias;
   if (has_bias) proj_bias = at::cat({b_ih->narrow(0, 0, 2 * H) + b_hh->narrow(0, 0, 2 * H),
                                      b_ih->narrow(0, 2 * H, H)});
-  Tensor gi = project(x, w_ih).contiguous();  // [T,B,3H]
+  const int64_t K = chunk_steps(T, B, 3 * H);
+  // the input projection of the next chunk overlaps this chunk's recurrence (pipeline.h)
+  const bool overlap = overlap_chunks((T + K - 1) / K, B * 3 * H * H);
+  auto gi = at::empty({T, B, 3 * H}, x.options());  // input pre-activations
   auto hs = at::empty({T, B, H}, x.options());
   // the workspace BPTT needs; without gradients one step's worth is reused (keep = false)
   auto ws = at::empty({keep ? T : 1, B, W}, x.options());
@@ -44,43 +47,50 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     const StepGemm<scalar_t> step_rz(w, H, true, B, after ? 3 * H : 2 * H, H);
     const StepGemm<scalar_t> step_n(w + 2 * H * H, H, true, B, H, H, 1);  // "before" only
     const auto active = active_rows(m, T, B);
-    for (int64_t s = 0; s < T; ++s) {
-      const int64_t t = order.at(s);
-      // q = W_hh h_{t-1}: all rows for "after", the [r|z] rows first for "before" (its n rows
-      // need r ⊙ h). Rows of finished sequences keep finite stale values, masked out below.
-      step_rz(h, H, 0, ghv, 3 * H, active[t]);
-      scalar_t* out = hsv + t * B * H;
-      scalar_t* g_t = giv + t * B * 3 * H;
-      scalar_t* s_t = wsv + (keep ? t : 0) * B * W;
-      if (after) {
-        for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
-          for (int64_t b = b0; b < b1; ++b) {
-            if (pb) add_row(g_t + b * 3 * H, pb, 3 * H);
-            gru_after_fwd_row(H, g_t + b * 3 * H, ghv + b * 3 * H, bnv, h + b * H, s_t + b * W,
-                              out + b * H);
-          }
-        });
-      } else {
-        for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
-          for (int64_t b = b0; b < b1; ++b) {
-            if (pb) add_row(g_t + b * 3 * H, pb, 3 * H);
-            gru_before_gates_row(H, g_t + b * 3 * H, ghv + b * 3 * H, h + b * H, s_t + b * W,
-                                 rhv + b * H);
-          }
-        });
-        step_n(rhv, H, 0, ghv + 2 * H, 3 * H, active[t]);
-        for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
-          for (int64_t b = b0; b < b1; ++b)
-            gru_before_out_row(H, g_t + b * 3 * H, ghv + b * 3 * H + 2 * H, bnv, h + b * H,
-                               s_t + b * W, out + b * H);
-        });
+    auto project_steps = [&](int64_t s0, int64_t s1) {
+      const auto span = order.span(s0, s1);
+      project_into(gi, x, w_ih, span.first, span.second);
+    };
+    auto recurrence = [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s) {
+        const int64_t t = order.at(s);
+        // q = W_hh h_{t-1}: all rows for "after", the [r|z] rows first for "before" (its n rows
+        // need r ⊙ h). Rows of finished sequences keep finite stale values, masked out below.
+        step_rz(h, H, 0, ghv, 3 * H, active[t]);
+        scalar_t* out = hsv + t * B * H;
+        scalar_t* g_t = giv + t * B * 3 * H;
+        scalar_t* s_t = wsv + (keep ? t : 0) * B * W;
+        if (after) {
+          for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
+            for (int64_t b = b0; b < b1; ++b) {
+              if (pb) add_row(g_t + b * 3 * H, pb, 3 * H);
+              gru_after_fwd_row(H, g_t + b * 3 * H, ghv + b * 3 * H, bnv, h + b * H, s_t + b * W,
+                                out + b * H);
+            }
+          });
+        } else {
+          for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
+            for (int64_t b = b0; b < b1; ++b) {
+              if (pb) add_row(g_t + b * 3 * H, pb, 3 * H);
+              gru_before_gates_row(H, g_t + b * 3 * H, ghv + b * 3 * H, h + b * H, s_t + b * W,
+                                   rhv + b * H);
+            }
+          });
+          step_n(rhv, H, 0, ghv + 2 * H, 3 * H, active[t]);
+          for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
+            for (int64_t b = b0; b < b1; ++b)
+              gru_before_out_row(H, g_t + b * 3 * H, ghv + b * 3 * H + 2 * H, bnv, h + b * H,
+                                 s_t + b * W, out + b * H);
+          });
+        }
+        if (m) {  // padded steps keep the previous state
+          for (int64_t b = 0; b < B; ++b)
+            if (!m[t * B + b]) std::copy(h + b * H, h + (b + 1) * H, out + b * H);
+        }
+        h = out;
       }
-      if (m) {  // padded steps keep the previous state
-        for (int64_t b = 0; b < B; ++b)
-          if (!m[t * B + b]) std::copy(h + b * H, h + (b + 1) * H, out + b * H);
-      }
-      h = out;
-    }
+    };
+    run_projected(T, K, overlap, project_steps, recurrence);
   });
   return {hs, ws};
 }

@@ -16,9 +16,11 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& w_hr, bool reverse) {
   const bool has_bias = b_ih.has_value() && b_ih->defined();
   const Tensor bias = has_bias ? (*b_ih + *b_hh).contiguous() : Tensor();
-  Tensor gates = project(x, w_ih).contiguous();
-  const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1);
+  const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1), K = chunk_steps(T, B, 4 * H);
   const bool proj = w_hr.has_value() && w_hr->defined();
+  // the input projection of the next chunk overlaps this chunk's recurrence (pipeline.h)
+  const bool overlap = overlap_chunks((T + K - 1) / K, B * 4 * H * P);
+  auto gates = at::empty({T, B, 4 * H}, x.options());
   auto hs = at::empty({T, B, P}, x.options());
   auto cs = at::empty({T, B, H}, x.options());
   auto r = proj ? at::empty({B, H}, x.options()) : Tensor();
@@ -39,30 +41,37 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
     const auto active = active_rows(m, T, B);
-    for (int64_t s = 0; s < T; ++s) {
-      const int64_t t = order.at(s);
-      scalar_t* g = gv + t * B * 4 * H;
-      scalar_t* hn = hsv + t * B * P;
-      scalar_t* cn = csv + t * B * H;
-      step(h, P, 1, g, 4 * H, active[t]);
-      scalar_t* rout = proj ? rv : hn;  // without projection r_t is h_t
-      for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b) {
-          if (bv) add_row(g + b * 4 * H, bv, 4 * H);
-          lstm_fwd_row(H, g + b * 4 * H, c + b * H, cn + b * H, rout + b * H);
+    auto project_steps = [&](int64_t s0, int64_t s1) {
+      const auto span = order.span(s0, s1);
+      project_into(gates, x, w_ih, span.first, span.second);
+    };
+    auto recurrence = [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s) {
+        const int64_t t = order.at(s);
+        scalar_t* g = gv + t * B * 4 * H;
+        scalar_t* hn = hsv + t * B * P;
+        scalar_t* cn = csv + t * B * H;
+        step(h, P, 1, g, 4 * H, active[t]);
+        scalar_t* rout = proj ? rv : hn;  // without projection r_t is h_t
+        for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b) {
+            if (bv) add_row(g + b * 4 * H, bv, 4 * H);
+            lstm_fwd_row(H, g + b * 4 * H, c + b * H, cn + b * H, rout + b * H);
+          }
+        });
+        if (proj) gemm<scalar_t>(false, true, B, P, H, 1, rv, H, whr.data_ptr<scalar_t>(), H, 0, hn, P);
+        if (m) {  // padded steps keep the previous state
+          for (int64_t b = 0; b < B; ++b) {
+            if (m[t * B + b]) continue;
+            std::copy(h + b * P, h + (b + 1) * P, hn + b * P);
+            std::copy(c + b * H, c + (b + 1) * H, cn + b * H);
+          }
         }
-      });
-      if (proj) gemm<scalar_t>(false, true, B, P, H, 1, rv, H, whr.data_ptr<scalar_t>(), H, 0, hn, P);
-      if (m) {  // padded steps keep the previous state
-        for (int64_t b = 0; b < B; ++b) {
-          if (m[t * B + b]) continue;
-          std::copy(h + b * P, h + (b + 1) * P, hn + b * P);
-          std::copy(c + b * H, c + (b + 1) * H, cn + b * H);
-        }
+        h = hn;
+        c = cn;
       }
-      h = hn;
-      c = cn;
-    }
+    };
+    run_projected(T, K, overlap, project_steps, recurrence);
   });
   return {hs, cs, gates};
 }

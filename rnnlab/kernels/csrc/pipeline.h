@@ -112,4 +112,52 @@ void run_chunks(int64_t T, int64_t K, bool overlap, const Rec& rec, const Acc& a
   });
 }
 
+// The forward's two stages per chunk of steps, in run order: proj(s0, s1), the input projection
+// of the chunk's steps (one GEMM), then rec(s0, s1), its recurrence. Overlapped, thread B projects
+// chunk j+1 while thread A runs chunk j's recurrence (A projects chunk 0 itself); otherwise one
+// projection of all steps, then the recurrence. Interleaved A/B, training forward, 2 threads,
+// T=100, one projection → overlapped (ms): LSTM B=16 H=128 2.40 → 1.97, B=64 H=64 3.01 → 2.60;
+// GRU B=16 H=128 1.95 → 1.67, B=8 H=256 2.83 → 2.56; RNN B=64 H=64 0.83 → 0.65, B=64 H=128
+// 2.25 → 1.78 (GRU B=64 H=64 within this machine's noise: 0.84 and 1.05 in two runs).
+template <class Proj, class Rec>
+void run_projected(int64_t T, int64_t K, bool overlap, const Proj& proj, const Rec& rec) {
+  const int64_t chunks = (T + K - 1) / K;
+  if (!overlap) {
+    proj(0, T);
+    return rec(0, T);
+  }
+  auto bounds = [&](int64_t j) { return std::make_pair(j * K, std::min(T, (j + 1) * K)); };
+  std::unique_ptr<std::atomic<bool>[]> ready(new std::atomic<bool>[chunks]);
+  for (int64_t j = 0; j < chunks; ++j) ready[j] = false;
+  std::atomic<bool> failed{false};
+  const c10::impl::LocalDispatchKeySet keys = c10::impl::tls_local_dispatch_key_set();
+  at::parallel_for(0, 2, 1, [&](int64_t first, int64_t last) {
+    c10::impl::ForceDispatchKeyGuard same_keys(keys);
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    try {
+      if (last - first == 2) {  // only one thread came
+        proj(0, T);
+        return rec(0, T);
+      }
+      for (int64_t j = first == 0 ? 0 : 1; j < chunks; ++j) {
+        const auto b = bounds(j);
+        if (first == 1) {  // B: the projections of chunks 1, 2, …
+          proj(b.first, b.second);
+          ready[j].store(true, std::memory_order_release);
+          continue;
+        }
+        if (j == 0) proj(b.first, b.second);  // A: chunk 0's projection, then every recurrence
+        while (j > 0 && !ready[j].load(std::memory_order_acquire)) {
+          if (failed.load(std::memory_order_relaxed)) return;
+          _mm_pause();
+        }
+        rec(b.first, b.second);
+      }
+    } catch (...) {
+      failed.store(true);
+      throw;
+    }
+  });
+}
+
 }  // namespace rnnlab

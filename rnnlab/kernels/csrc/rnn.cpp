@@ -15,10 +15,12 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
                const c10::optional<Tensor>& b_hh, bool relu, bool reverse) {
   const bool has_bias = b_ih.has_value() && b_ih->defined();
   const Tensor bias = has_bias ? (*b_ih + *b_hh).contiguous() : Tensor();
-  Tensor hs = project(x, w_ih).contiguous();  // a_t input part, overwritten with h_t
+  const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), K = chunk_steps(T, B, H);
+  // the input projection of the next chunk overlaps this chunk's recurrence (pipeline.h)
+  const bool overlap = overlap_chunks((T + K - 1) / K, B * H * H);
+  auto hs = at::empty({T, B, H}, x.options());  // a_t input part, overwritten with h_t
   auto whh = w_hh.contiguous();
   auto h0c = h0.contiguous();
-  const int64_t T = x.size(0), B = x.size(1), H = h0.size(1);
   const StepOrder order{T, reverse};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "rnn_fwd", [&] {
     scalar_t* out = hs.data_ptr<scalar_t>();
@@ -28,31 +30,38 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, H, true, B, H, H);  // a += h_{t-1} W_hh^T
     const auto active = active_rows(m, T, B);
-    for (int64_t s = 0; s < T; ++s) {
-      const int64_t t = order.at(s);
-      scalar_t* a = out + t * B * H;
-      step(h, H, 1, a, H, active[t]);
-      for_range(B, H, [&](int64_t b0, int64_t b1) {
-        for (int64_t b = b0; b < b1; ++b) {
-          scalar_t* ab = a + b * H;
-          const scalar_t* hb = h + b * H;
-          const bool keep = m && !m[t * B + b];
-          if (keep) {
-            for (int64_t j = 0; j < H; ++j) ab[j] = hb[j];  // padded step: state frozen
-            continue;
+    auto project_steps = [&](int64_t s0, int64_t s1) {
+      const auto span = order.span(s0, s1);
+      project_into(hs, x, w_ih, span.first, span.second);
+    };
+    auto recurrence = [&](int64_t s0, int64_t s1) {
+      for (int64_t s = s0; s < s1; ++s) {
+        const int64_t t = order.at(s);
+        scalar_t* a = out + t * B * H;
+        step(h, H, 1, a, H, active[t]);
+        for_range(B, H, [&](int64_t b0, int64_t b1) {
+          for (int64_t b = b0; b < b1; ++b) {
+            scalar_t* ab = a + b * H;
+            const scalar_t* hb = h + b * H;
+            const bool keep = m && !m[t * B + b];
+            if (keep) {
+              for (int64_t j = 0; j < H; ++j) ab[j] = hb[j];  // padded step: state frozen
+              continue;
+            }
+            if (bv) add_row(ab, bv, H);
+            if (relu) {
+            RNNLAB_SIMD
+              for (int64_t j = 0; j < H; ++j) ab[j] = ab[j] > 0 ? ab[j] : scalar_t(0);
+            } else {
+            RNNLAB_SIMD
+              for (int64_t j = 0; j < H; ++j) ab[j] = std::tanh(ab[j]);
+            }
           }
-          if (bv) add_row(ab, bv, H);
-          if (relu) {
-          RNNLAB_SIMD
-            for (int64_t j = 0; j < H; ++j) ab[j] = ab[j] > 0 ? ab[j] : scalar_t(0);
-          } else {
-          RNNLAB_SIMD
-            for (int64_t j = 0; j < H; ++j) ab[j] = std::tanh(ab[j]);
-          }
-        }
-      });
-      h = a;
-    }
+        });
+        h = a;
+      }
+    };
+    run_projected(T, K, overlap, project_steps, recurrence);
   });
   return hs;
 }
