@@ -22,7 +22,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
                                      b_ih->narrow(0, 2 * H, H)});
   const int64_t K = chunk_steps(T, B, 3 * H);
   // the input projection of the next chunk overlaps this chunk's recurrence (pipeline.h)
-  const bool overlap = overlap_chunks((T + K - 1) / K, B * 3 * H * H);
+  const bool overlap = overlap_chunks((T + K - 1) / K, B, B * 3 * H * H, false);
   auto gi = at::empty({T, B, 3 * H}, x.options());  // input pre-activations
   auto hs = at::empty({T, B, H}, x.options());
   // the workspace BPTT needs; without gradients one step's worth is reused (keep = false)
@@ -103,7 +103,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), W = after ? 4 * H : 3 * H;
   const int64_t K = chunk_steps(T, B, 3 * H);
   // weight gradients of one chunk overlap the next chunk's recurrence (pipeline.h)
-  const bool overlap = overlap_chunks((T + K - 1) / K, B * H * 3 * H);
+  const bool overlap = overlap_chunks((T + K - 1) / K, B, B * H * 3 * H, true);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   auto dgi = at::empty({slots, K, B, 3 * H}, x.options());  // chunks of [dar|daz|dan]
   // reset after: the recurrent pre-activation gradient [dar|daz|dan⊙r] differs from the input

@@ -19,7 +19,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
   const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1), K = chunk_steps(T, B, 4 * H);
   const bool proj = w_hr.has_value() && w_hr->defined();
   // the input projection of the next chunk overlaps this chunk's recurrence (pipeline.h)
-  const bool overlap = overlap_chunks((T + K - 1) / K, B * 4 * H * P);
+  const bool overlap = overlap_chunks((T + K - 1) / K, B, B * 4 * H * P, false);
   auto gates = at::empty({T, B, 4 * H}, x.options());
   auto hs = at::empty({T, B, P}, x.options());
   auto cs = at::empty({T, B, H}, x.options());
@@ -86,7 +86,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   const bool proj = w_hr.has_value() && w_hr->defined();
   const bool has_dh = dhs.has_value() && dhs->defined(), has_dc = dcs.has_value() && dcs->defined();
   // weight gradients of one chunk overlap the next chunk's recurrence (pipeline.h): two buffers
-  const bool overlap = overlap_chunks((T + K - 1) / K, B * P * 4 * H);
+  const bool overlap = overlap_chunks((T + K - 1) / K, B, B * P * 4 * H, true);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   auto da = at::empty({slots, K, B, 4 * H}, x.options());  // chunk pre-activation gradients
   auto dh = at::zeros({B, P}, x.options());

@@ -24,17 +24,23 @@
 
 namespace rnnlab {
 
-// Overlap when two threads are free and the per-step GEMM is at most this many multiply-adds:
-// the recurrence then runs on one core (its GEMMs inside the parallel region are single-threaded).
-// Interleaved A/B of the backward, serial → overlapped (2 threads, T=100, ms): LSTM B=8 H=64
-// 1.16 → 0.80, B=64 H=64 7.06 → 5.31, B=64 H=128 (4.2 M) 16.7 → 14.9, B=32 H=256 (8.4 M) 26.5 →
-// 26.5, B=64 H=256 (16.8 M) 48.3 → 50.1; GRU B=64 H=64 6.16 → 4.44, B=32 H=256 (6.3 M) 25.2 →
-// 22.0, B=64 H=256 (12.6 M) 43.9 → 42.4; RNN B=64 H=64 2.88 → 1.93, B=64 H=256 (4.2 M) 16.5 → 14.9.
-constexpr int64_t kOverlapStep = 8000000;
+// Whether a chunk pipeline runs: two threads free, and per-step work that one thread does as
+// well as two. Inside the pipeline's parallel region the recurrence's BLAS calls run on one thread,
+// so a step must be one that runs on one thread anyway (a B = 1 step above kBlasGemv weights is
+// MKL's threaded gemv: LSTM B=1 H=512 inference went 6.5 → 16.1 ms with it pipelined) or, in the
+// backward, small enough that the weight gradients moved to the other core make up for it.
+// Backward, interleaved A/B, serial → overlapped (2 threads, T=100, ms): LSTM B=8 H=64 1.16 →
+// 0.80, B=64 H=64 7.06 → 5.31, B=64 H=128 (4.2 M multiply-adds per step) 16.7 → 14.9, B=32 H=256
+// (8.4 M) 26.5 → 26.5, B=64 H=256 (16.8 M) 48.3 → 50.1; GRU B=64 H=64 6.16 → 4.44, B=32 H=256
+// (6.3 M) 25.2 → 22.0, B=64 H=256 (12.6 M) 43.9 → 42.4; RNN B=64 H=64 2.88 → 1.93, B=64 H=256
+// (4.2 M) 16.5 → 14.9. The forward has only the input projection to move, which did not make up
+// for a 2-thread step GEMM: GRU B=8 H=512 inference (6.3 M) went 1.74x → 0.99x of torch.
+constexpr int64_t kOverlapBackward = 8000000;
 
-inline bool overlap_chunks(int64_t chunks, int64_t step_macs) {
-  return chunks >= 2 && step_macs <= kOverlapStep && at::get_num_threads() >= 2 &&
-         !at::in_parallel_region();
+inline bool overlap_chunks(int64_t chunks, int64_t B, int64_t step_macs, bool backward) {
+  if (chunks < 2 || at::get_num_threads() < 2 || at::in_parallel_region()) return false;
+  if (B == 1) return step_macs <= kBlasGemv;  // the hand-written single-thread mat-vec
+  return step_macs < (backward ? kOverlapBackward : kSerialStep);
 }
 
 // Chunk buffers the pipeline cycles through (callers allocate this many). Two measured faster

@@ -17,7 +17,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
   const Tensor bias = has_bias ? (*b_ih + *b_hh).contiguous() : Tensor();
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), K = chunk_steps(T, B, H);
   // the input projection of the next chunk overlaps this chunk's recurrence (pipeline.h)
-  const bool overlap = overlap_chunks((T + K - 1) / K, B * H * H);
+  const bool overlap = overlap_chunks((T + K - 1) / K, B, B * H * H, false);
   auto hs = at::empty({T, B, H}, x.options());  // a_t input part, overwritten with h_t
   auto whh = w_hh.contiguous();
   auto h0c = h0.contiguous();
@@ -72,7 +72,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, bool relu, bool need_dx, bool reverse) {
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), K = chunk_steps(T, B, H);
   // weight gradients of one chunk overlap the next chunk's recurrence (pipeline.h)
-  const bool overlap = overlap_chunks((T + K - 1) / K, B * H * H);
+  const bool overlap = overlap_chunks((T + K - 1) / K, B, B * H * H, true);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   // each slot's chunk of pre-activation gradients: where the upstream gradient's chunk is a
   // private copy (it was not contiguous, e.g. the expanded one of out.sum()), da overwrites that
