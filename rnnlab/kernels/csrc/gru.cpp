@@ -47,10 +47,6 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     const StepGemm<scalar_t> step_rz(w, H, true, B, after ? 3 * H : 2 * H, H);
     const StepGemm<scalar_t> step_n(w + 2 * H * H, H, true, B, H, H, 1);  // "before" only
     const auto active = active_rows(m, T, B);
-    auto project_steps = [&](int64_t s0, int64_t s1) {
-      const auto span = order.span(s0, s1);
-      project_into(gi, x, w_ih, span.first, span.second);
-    };
     auto recurrence = [&](int64_t s0, int64_t s1) {
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
@@ -90,7 +86,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
         h = out;
       }
     };
-    run_projected(T, K, overlap, project_steps, recurrence);
+    run_projected(order, K, overlap, gi, x, w_ih, recurrence);
   });
   return {hs, ws};
 }

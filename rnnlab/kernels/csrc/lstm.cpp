@@ -41,10 +41,6 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
     const auto active = active_rows(m, T, B);
-    auto project_steps = [&](int64_t s0, int64_t s1) {
-      const auto span = order.span(s0, s1);
-      project_into(gates, x, w_ih, span.first, span.second);
-    };
     auto recurrence = [&](int64_t s0, int64_t s1) {
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
@@ -71,7 +67,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
         c = cn;
       }
     };
-    run_projected(T, K, overlap, project_steps, recurrence);
+    run_projected(order, K, overlap, gates, x, w_ih, recurrence);
   });
   return {hs, cs, gates};
 }

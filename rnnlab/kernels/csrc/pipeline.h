@@ -1,6 +1,6 @@
-// The chunk loop of a backward pass, optionally as a pipeline over the two cores.
+// The chunk loops of the whole-sequence kernels, optionally as pipelines over the two cores.
 //
-// Each chunk of steps has three stages: its recurrence (dh flowing from step to step, serial in
+// In the backward each chunk of steps has three stages: its recurrence (dh flowing from step to step, serial in
 // time), its weight gradients (dW += da^T [x | h_prev], db += Σ da: accumulated, so one thread
 // runs them in chunk order) and its input gradient (dx rows = da W_ih: rows of its own). Run one
 // after the other, the second core idles through every recurrence when the per-step GEMMs are too
@@ -121,15 +121,18 @@ void run_chunks(int64_t T, int64_t K, bool overlap, const Rec& rec, const Acc& a
   });
 }
 
-// The forward's two stages per chunk of steps, in run order: proj(s0, s1), the input projection
-// of the chunk's steps (one GEMM), then rec(s0, s1), its recurrence. Overlapped, thread B projects
-// chunk j+1 while thread A runs chunk j's recurrence (A projects chunk 0 itself); otherwise one
-// projection of all steps, then the recurrence. Interleaved A/B, training forward, 2 threads,
-// T=100, one projection → overlapped (ms): LSTM B=16 H=128 2.40 → 1.97, B=64 H=64 3.01 → 2.60;
-// GRU B=16 H=128 1.95 → 1.67, B=8 H=256 2.83 → 2.56; RNN B=64 H=64 0.83 → 0.65, B=64 H=128
-// 2.25 → 1.78 (GRU B=64 H=64 within this machine's noise: 0.84 and 1.05 in two runs).
-template <class Proj, class Rec>
-void run_projected(int64_t T, int64_t K, bool overlap, const Proj& proj, const Rec& rec) {
+// The forward's two stages per chunk of steps, in run order: the input projection of the chunk's
+// steps into `out` (one GEMM: out[t] = x[t] w^T), then rec(s0, s1), its recurrence. Overlapped,
+// thread B projects chunk j+1 while thread A runs chunk j's recurrence (A projects chunk 0
+// itself); otherwise one projection of all steps, then the recurrence.
+template <class Rec>
+void run_projected(const StepOrder& order, int64_t K, bool overlap, Tensor& out, const Tensor& x,
+                   const Tensor& w, const Rec& rec) {
+  const int64_t T = order.T;
+  auto proj = [&](int64_t s0, int64_t s1) {
+    const auto span = order.span(s0, s1);
+    project_into(out, x, w, span.first, span.second);
+  };
   const int64_t chunks = (T + K - 1) / K;
   if (!overlap) {
     proj(0, T);

@@ -30,10 +30,6 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, H, true, B, H, H);  // a += h_{t-1} W_hh^T
     const auto active = active_rows(m, T, B);
-    auto project_steps = [&](int64_t s0, int64_t s1) {
-      const auto span = order.span(s0, s1);
-      project_into(hs, x, w_ih, span.first, span.second);
-    };
     auto recurrence = [&](int64_t s0, int64_t s1) {
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
@@ -61,7 +57,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
         h = a;
       }
     };
-    run_projected(T, K, overlap, project_steps, recurrence);
+    run_projected(order, K, overlap, hs, x, w_ih, recurrence);
   });
   return hs;
 }
