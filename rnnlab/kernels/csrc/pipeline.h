@@ -1,7 +1,7 @@
 // The chunk loops of the whole-sequence kernels, optionally as pipelines over the two cores.
 //
-// In the backward each chunk of steps has three stages: its recurrence (dh flowing from step to step, serial in
-// time), its weight gradients (dW += da^T [x | h_prev], db += Σ da: accumulated, so one thread
+// In the backward each chunk of steps has three stages: its recurrence (dh flowing from step to
+// step, serial in time), its weight gradients (dW += da^T [x | h_prev], db += Σ da: accumulated, so one thread
 // runs them in chunk order) and its input gradient (dx rows = da W_ih: rows of its own). Run one
 // after the other, the second core idles through every recurrence when the per-step GEMMs are too
 // small to split (perf, LSTM B=64 H=64 training: 25 % of the samples in libgomp's spin-wait; and
