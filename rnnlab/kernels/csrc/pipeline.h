@@ -1,14 +1,14 @@
 // The chunk loops of the whole-sequence kernels, optionally as pipelines over the two cores.
 //
 // In the backward each chunk of steps has three stages: its recurrence (dh flowing from step to
-// step, serial in time), its weight gradients (dW += da^T [x | h_prev], db += Σ da: accumulated, so one thread
-// runs them in chunk order) and its input gradient (dx rows = da W_ih: rows of its own). Run one
-// after the other, the second core idles through every recurrence when the per-step GEMMs are too
-// small to split (perf, LSTM B=64 H=64 training: 25 % of the samples in libgomp's spin-wait; and
-// ATen's parallel_for in this extension was a serial loop until it was built with -fopenmp).
-// Overlapped, thread A runs the recurrences back to back while thread B runs the weight gradients
-// (and the dx it gets to first) of the chunks A has finished; A takes dx stages while it waits for
-// a chunk buffer and after its last recurrence. Buffers alternate between two slots.
+// step, serial in time), its weight gradients (dW += da^T [x | h_prev], db += Σ da: accumulated,
+// so one thread runs them in chunk order) and its input gradient (dx rows = da W_ih: rows of its
+// own). Run one after the other, the second core idles through every recurrence when the per-step
+// GEMMs are too small to split (perf, LSTM B=64 H=64 training: 25 % of the samples in libgomp's
+// spin-wait; and ATen's parallel_for in this extension was a serial loop until it was built with
+// -fopenmp). Overlapped, thread A runs the recurrences back to back while thread B runs the weight
+// gradients (and the dx it gets to first) of the chunks A has finished; A takes dx stages while it
+// waits for a chunk buffer and after its last recurrence. Buffers alternate between two slots.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -49,7 +49,9 @@ inline bool overlap_chunks(int64_t chunks, int64_t B, int64_t step_macs, bool ba
 // Chunk buffers the pipeline cycles through (callers allocate this many). Two measured faster
 // than four or eight (LSTM B=64 H=64 backward 5.31 / 5.50 / 6.24 ms; GRU B=32 H=256 22.0 / 24.9):
 // the buffers stay in cache.
-inline int64_t chunk_slots(int64_t chunks, bool overlap) { return overlap ? std::min<int64_t>(chunks, 2) : 1; }
+inline int64_t chunk_slots(int64_t chunks, bool overlap) {
+  return overlap ? std::min<int64_t>(chunks, 2) : 1;
+}
 
 // The chunks [s0, s1) of steps as run, in backward order (s1 = T first), chunk size K, each in
 // three stages: rec(slot, s0, s1), then acc(slot, s0, s1) (gradients accumulated over chunks, so
