@@ -53,6 +53,41 @@ inline int64_t chunk_slots(int64_t chunks, bool overlap) {
   return overlap ? std::min<int64_t>(chunks, 2) : 1;
 }
 
+// role(0) and role(1) on two threads at once, each with the caller's dispatch state and below
+// autograd (an OpenMP worker starts with default state, grad mode on, and the roles' ATen calls
+// must not reach autograd), or serial() when only one thread comes. A role that throws sets
+// `failed`, which ends the other's waits (spin_until), and the exception reaches the caller.
+template <class Serial, class Role>
+void on_two_threads(std::atomic<bool>& failed, const Serial& serial, const Role& role) {
+  const c10::impl::LocalDispatchKeySet keys = c10::impl::tls_local_dispatch_key_set();
+  at::parallel_for(0, 2, 1, [&](int64_t first, int64_t last) {
+    c10::impl::ForceDispatchKeyGuard same_keys(keys);
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    try {
+      if (last - first == 2) return serial();
+      role(first);
+    } catch (...) {
+      failed.store(true);
+      throw;
+    }
+  });
+}
+
+// Spin until done() holds; false if the other role failed meanwhile. `idle` runs between polls
+// (returning whether it did some work; no pause then).
+template <class Done, class Idle>
+bool spin_until(const std::atomic<bool>& failed, const Done& done, const Idle& idle) {
+  while (!done()) {
+    if (failed.load(std::memory_order_relaxed)) return false;
+    if (!idle()) _mm_pause();
+  }
+  return true;
+}
+template <class Done>
+bool spin_until(const std::atomic<bool>& failed, const Done& done) {
+  return spin_until(failed, done, [] { return false; });
+}
+
 // The chunks [s0, s1) of steps as run, in backward order (s1 = T first), chunk size K, each in
 // three stages: rec(slot, s0, s1), then acc(slot, s0, s1) (gradients accumulated over chunks, so
 // run in chunk order by one thread) and dx(slot, s0, s1) (rows of its own, any thread). slot is
@@ -60,13 +95,9 @@ inline int64_t chunk_slots(int64_t chunks, bool overlap) {
 template <class Rec, class Acc, class Dx>
 void run_chunks(int64_t T, int64_t K, bool overlap, const Rec& rec, const Acc& acc, const Dx& dx) {
   const int64_t chunks = (T + K - 1) / K, slots = chunk_slots(chunks, overlap);
-  auto bounds = [&](int64_t j) {  // chunk j in backward order → [s0, s1)
+  auto stage = [&](const auto& f, int64_t j) {  // chunk j in backward order: [s0, s1)
     const int64_t s1 = T - j * K;
-    return std::make_pair(std::max<int64_t>(0, s1 - K), s1);
-  };
-  auto stage = [&](const auto& f, int64_t j) {
-    const auto b = bounds(j);
-    f(j % slots, b.first, b.second);
+    f(j % slots, std::max<int64_t>(0, s1 - K), s1);
   };
   auto serial = [&] {
     for (int64_t j = 0; j < chunks; ++j) stage(rec, j), stage(acc, j), stage(dx, j);
@@ -85,40 +116,28 @@ void run_chunks(int64_t T, int64_t K, bool overlap, const Rec& rec, const Acc& a
     parts[j].fetch_add(1, std::memory_order_release);
     return true;
   };
-  // the OpenMP worker starts with default dispatch state (grad mode on): the ATen calls of the
-  // stages must not reach autograd, whatever thread runs them
-  const c10::impl::LocalDispatchKeySet keys = c10::impl::tls_local_dispatch_key_set();
-  at::parallel_for(0, 2, 1, [&](int64_t first, int64_t last) {
-    c10::impl::ForceDispatchKeyGuard same_keys(keys);
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    try {
-      if (last - first == 2) return serial();  // only one thread came: no pipeline
-      if (first == 0) {  // the recurrences, back to back; dx stages while a slot is still busy
-        for (int64_t j = 0; j < chunks; ++j) {
-          for (int64_t o = j - slots; o >= 0 && parts[o].load(std::memory_order_acquire) < 2;) {
-            if (failed.load(std::memory_order_relaxed)) return;
-            bool helped = false;
-            for (int64_t i = o; i < j && !helped; ++i) helped = try_dx(i);
-            if (!helped) _mm_pause();
-          }
-          stage(rec, j);
-          rec_done.store(j + 1, std::memory_order_release);
-        }
-        for (int64_t j = chunks - 1; j >= 0; --j) try_dx(j);  // the last ones, from the end
-      } else {  // the accumulating GEMMs in chunk order, and each dx not taken yet
-        for (int64_t j = 0; j < chunks; ++j) {
-          while (rec_done.load(std::memory_order_acquire) <= j) {
-            if (failed.load(std::memory_order_relaxed)) return;
-            _mm_pause();
-          }
-          stage(acc, j);
-          parts[j].fetch_add(1, std::memory_order_release);
-          try_dx(j);
-        }
+  on_two_threads(failed, serial, [&](int64_t role) {
+    if (role == 0) {  // the recurrences, back to back; dx stages while a slot is still busy
+      for (int64_t j = 0; j < chunks; ++j) {
+        const int64_t o = j - slots;  // the chunk that last used slot j % slots
+        auto slot_free = [&] { return o < 0 || parts[o].load(std::memory_order_acquire) == 2; };
+        auto help = [&] {
+          for (int64_t i = std::max<int64_t>(o, 0); i < j; ++i)
+            if (try_dx(i)) return true;
+          return false;
+        };
+        if (!spin_until(failed, slot_free, help)) return;
+        stage(rec, j);
+        rec_done.store(j + 1, std::memory_order_release);
       }
-    } catch (...) {
-      failed.store(true);
-      throw;
+      for (int64_t j = chunks - 1; j >= 0; --j) try_dx(j);  // the last ones, from the end
+    } else {  // the accumulating GEMMs in chunk order, and each dx not taken yet
+      for (int64_t j = 0; j < chunks; ++j) {
+        if (!spin_until(failed, [&] { return rec_done.load(std::memory_order_acquire) > j; })) return;
+        stage(acc, j);
+        parts[j].fetch_add(1, std::memory_order_release);
+        try_dx(j);
+      }
     }
   });
 }
@@ -130,46 +149,31 @@ void run_chunks(int64_t T, int64_t K, bool overlap, const Rec& rec, const Acc& a
 template <class Rec>
 void run_projected(const StepOrder& order, int64_t K, bool overlap, Tensor& out, const Tensor& x,
                    const Tensor& w, const Rec& rec) {
-  const int64_t T = order.T;
+  const int64_t T = order.T, chunks = (T + K - 1) / K;
   auto proj = [&](int64_t s0, int64_t s1) {
     const auto span = order.span(s0, s1);
     project_into(out, x, w, span.first, span.second);
   };
-  const int64_t chunks = (T + K - 1) / K;
-  if (!overlap) {
+  auto serial = [&] {
     proj(0, T);
-    return rec(0, T);
-  }
-  auto bounds = [&](int64_t j) { return std::make_pair(j * K, std::min(T, (j + 1) * K)); };
+    rec(0, T);
+  };
+  if (!overlap) return serial();
   std::unique_ptr<std::atomic<bool>[]> ready(new std::atomic<bool>[chunks]);
   for (int64_t j = 0; j < chunks; ++j) ready[j] = false;
   std::atomic<bool> failed{false};
-  const c10::impl::LocalDispatchKeySet keys = c10::impl::tls_local_dispatch_key_set();
-  at::parallel_for(0, 2, 1, [&](int64_t first, int64_t last) {
-    c10::impl::ForceDispatchKeyGuard same_keys(keys);
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    try {
-      if (last - first == 2) {  // only one thread came
-        proj(0, T);
-        return rec(0, T);
+  on_two_threads(failed, serial, [&](int64_t role) {
+    for (int64_t j = 0; j < chunks; ++j) {
+      const int64_t s0 = j * K, s1 = std::min(T, s0 + K);
+      if (role == 1) {  // B: the projections of chunks 1, 2, …
+        if (j == 0) continue;
+        proj(s0, s1);
+        ready[j].store(true, std::memory_order_release);
+        continue;
       }
-      for (int64_t j = first == 0 ? 0 : 1; j < chunks; ++j) {
-        const auto b = bounds(j);
-        if (first == 1) {  // B: the projections of chunks 1, 2, …
-          proj(b.first, b.second);
-          ready[j].store(true, std::memory_order_release);
-          continue;
-        }
-        if (j == 0) proj(b.first, b.second);  // A: chunk 0's projection, then every recurrence
-        while (j > 0 && !ready[j].load(std::memory_order_acquire)) {
-          if (failed.load(std::memory_order_relaxed)) return;
-          _mm_pause();
-        }
-        rec(b.first, b.second);
-      }
-    } catch (...) {
-      failed.store(true);
-      throw;
+      if (j == 0) proj(s0, s1);  // A: chunk 0's projection, then every recurrence
+      else if (!spin_until(failed, [&] { return ready[j].load(std::memory_order_acquire); })) return;
+      rec(s0, s1);
     }
   });
 }
