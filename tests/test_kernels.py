@@ -111,6 +111,28 @@ def test_fused_backward_in_several_chunks(variant, grad, threads):
         torch.testing.assert_close(a, b, **_tol(torch.float64))
 
 
+@pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["serial", "split"])
+@pytest.mark.parametrize("grad", ["dense", "expanded"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_fused_batch_one_on_two_cores(variant, grad, threads):
+    """B = 1 with W_hh of ≥ 128 K weights (H = 376; its halves are 176 and 200 units): with two
+    threads each core owns half the hidden units for the whole sequence (csrc/split.h), forward
+    and backward, in both directions; T = 2100 runs the backward in two chunks (2048 + 52 steps),
+    so the exchanged partial sums are folded into dh between them. The LSTM with projection and
+    the GRU with reset "before" keep the one-thread recurrence."""
+    cls, kw = VARIANTS[variant]
+    layer = cls(2, 376, bidirectional=True, dtype=torch.float64, **kw)
+    x = torch.randn(2100, 1, 2, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 1, layer.proj_size or 376, dtype=torch.float64, requires_grad=True)
+    hx = (h0, torch.randn(2, 1, 376, dtype=torch.float64, requires_grad=True)) if cls is rnnlab.LSTM else h0
+    run = _outputs_and_grads if grad == "dense" else _sum_outputs_and_grads
+    fused = run(layer, x, hx, None)
+    with kernels.use_reference():
+        reference = run(layer, x, hx, None)
+    for a, b in zip(fused, reference, strict=True):
+        torch.testing.assert_close(a, b, **_tol(torch.float64))
+
+
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_gradcheck_fused(variant):
     cls, kw = VARIANTS[variant]

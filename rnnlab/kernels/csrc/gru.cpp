@@ -3,7 +3,7 @@
 //   after:  n = tanh(gi_n + r⊙(W_hn h + b_hn))      workspace [r|z|n|hn], hn = W_hn h + b_hn
 //   before: n = tanh(gi_n + W_hn (r⊙h) + b_hn)      workspace [r|z|n]
 // reverse = true walks t = T-1 … 0 with h_{t+1} as the previous state (see rnn.cpp).
-#include "pipeline.h"
+#include "split.h"
 
 namespace rnnlab {
 
@@ -21,8 +21,10 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
   if (has_bias) proj_bias = at::cat({b_ih->narrow(0, 0, 2 * H) + b_hh->narrow(0, 0, 2 * H),
                                      b_ih->narrow(0, 2 * H, H)});
   const int64_t K = chunk_steps(T, B, 3 * H);
-  // the input projection of the next chunk overlaps this chunk's recurrence (pipeline.h)
-  const bool overlap = overlap_chunks((T + K - 1) / K, B, B * 3 * H * H, false);
+  // B = 1, reset after: both cores in the recurrence (split.h); else the input projection of the
+  // next chunk overlaps this chunk's recurrence (pipeline.h)
+  const bool split = after && split_units(B, mask.has_value() && mask->defined(), 3 * H * H);
+  const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * 3 * H * H, false);
   auto gi = at::empty({T, B, 3 * H}, x.options());  // input pre-activations
   auto hs = at::empty({T, B, H}, x.options());
   // the workspace BPTT needs; without gradients one step's worth is reused (keep = false)
@@ -47,7 +49,22 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     const StepGemm<scalar_t> step_rz(w, H, true, B, after ? 3 * H : 2 * H, H);
     const StepGemm<scalar_t> step_n(w + 2 * H * H, H, true, B, H, H, 1);  // "before" only
     const auto active = active_rows(m, T, B);
+    auto split_recurrence = [&](int64_t s0, int64_t s1) {  // B = 1, reset after, own units u
+      run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
+        const int64_t t = order.at(s0 + i), tp = order.prev(t);
+        const scalar_t* hp = order.inside(tp) ? hsv + tp * H : h0c.data_ptr<scalar_t>();
+        scalar_t* g_t = giv + t * 3 * H;
+        for (int64_t k = 0; k < 3; ++k) {
+          std::fill(ghv + k * H + u.u0, ghv + k * H + u.u1, scalar_t(0));
+          if (pb) add_row(g_t + k * H + u.u0, pb + k * H + u.u0, u.n());
+        }
+        gemv_units<scalar_t>(w, H, 3, H, u, H, hp, ghv);  // q[u] = W_hh[u] h_{t-1}, each block
+        gru_after_fwd_row(u.n(), H, g_t + u.u0, ghv + u.u0, bnv + u.u0, hp + u.u0,
+                          wsv + (keep ? t : 0) * W + u.u0, hsv + t * H + u.u0);
+      }, [](const Units&) {});
+    };
     auto recurrence = [&](int64_t s0, int64_t s1) {
+      if (split) return split_recurrence(s0, s1);
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
         // q = W_hh h_{t-1}: all rows for "after", the [r|z] rows first for "before" (its n rows
@@ -60,7 +77,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
           for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
             for (int64_t b = b0; b < b1; ++b) {
               if (pb) add_row(g_t + b * 3 * H, pb, 3 * H);
-              gru_after_fwd_row(H, g_t + b * 3 * H, ghv + b * 3 * H, bnv, h + b * H, s_t + b * W,
+              gru_after_fwd_row(H, H, g_t + b * 3 * H, ghv + b * 3 * H, bnv, h + b * H, s_t + b * W,
                                 out + b * H);
             }
           });
@@ -97,9 +114,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, const Tensor& ws, bool after,
     bool need_dx, bool reverse) {
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), W = after ? 4 * H : 3 * H;
-  const int64_t K = chunk_steps(T, B, 3 * H);
-  // weight gradients of one chunk overlap the next chunk's recurrence (pipeline.h)
-  const bool overlap = overlap_chunks((T + K - 1) / K, B, B * H * 3 * H, true);
+  // B = 1, reset after: both cores in the recurrence (split.h); else the weight gradients of one
+  // chunk overlap the next chunk's recurrence (pipeline.h)
+  const bool split = after && split_units(B, mask.has_value() && mask->defined(), 3 * H * H);
+  const int64_t K = split ? split_chunk(T) : chunk_steps(T, B, 3 * H);
+  const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * H * 3 * H, true);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   auto dgi = at::empty({slots, K, B, 3 * H}, x.options());  // chunks of [dar|daz|dan]
   // reset after: the recurrent pre-activation gradient [dar|daz|dan⊙r] differs from the input
@@ -107,6 +126,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   auto dghn = after ? at::empty({slots, K, B, H}, x.options()) : Tensor();
   auto gh_step = after ? at::empty({B, 3 * H}, x.options()) : Tensor();
   auto dh = at::zeros({B, H}, x.options());
+  auto partials = split ? at::empty({2, 2, H}, x.options()) : Tensor();
   auto drh = at::empty({B, H}, x.options());
   auto din_buf = at::empty({B, H}, x.options());
   auto dx = need_dx ? at::empty({T, B, x.size(2)}, x.options()) : at::empty({0}, x.options());
@@ -129,6 +149,23 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const StepGemm<scalar_t> back_all(w, H, false, B, H, after ? 3 * H : 2 * H);  // rows used
     const StepGemm<scalar_t> back_n(w + 2 * H * H, H, false, B, H, H, 1);        // "before"
     const auto active = active_rows(m, T, B);
+    // B = 1, reset after, on both cores, own units u: dh[u] = Σ both partials of the step before
+    auto split_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* go, scalar_t* dgiv,
+                           scalar_t* dghnv) {
+      const Partials<scalar_t> parts{partials.data_ptr<scalar_t>(), H};
+      run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
+        const int64_t t = order.at(s1 - 1 - i), tp = order.prev(t);
+        const scalar_t* hp = order.inside(tp) ? hsv + tp * H : h0c.data_ptr<scalar_t>();
+        if (i > 0) parts.add_to(i - 1, u, dhv);
+        const scalar_t* g = go + (t - t0) * H;
+        RNNLAB_SIMD for (int64_t j = u.u0; j < u.u1; ++j) dinv[j] = dhv[j] + g[j];
+        scalar_t* gi_t = dgiv + (t - t0) * 3 * H;
+        gru_bwd_row<scalar_t, true>(u.n(), H, wsv + t * W + u.u0, hp + u.u0, dinv + u.u0,
+                                    gi_t + u.u0, ghs + u.u0, dhv + u.u0);
+        partial_units<scalar_t>(w, H, 3, H, u, H, ghs, parts.mine(i, u));  // dgh[u] W_hh[u]
+        std::copy(ghs + 2 * H + u.u0, ghs + 2 * H + u.u1, dghnv + (t - t0) * H + u.u0);
+      }, [&](const Units& u) { parts.add_to(s1 - s0 - 1, u, dhv); });
+    };
     auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {
       const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
       const int64_t t0 = span.first, t1 = span.second;
@@ -136,6 +173,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
       const scalar_t* go = g_chunk.data_ptr<scalar_t>();  // steps t0.. of dL/dh (from outside)
       scalar_t* dgiv = dgi[slot].data_ptr<scalar_t>();
       scalar_t* dghnv = after ? dghn[slot].data_ptr<scalar_t>() : nullptr;
+      if (split) return split_steps(s0, s1, t0, go, dgiv, dghnv);
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s), tp = order.prev(t);
         const scalar_t* hp_all = order.inside(tp) ? hsv + tp * B * H : h0c.data_ptr<scalar_t>();
@@ -155,10 +193,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
             }
             const scalar_t* sb = wsv + (t * B + b) * W;
             if (after)
-              gru_bwd_row<scalar_t, true>(H, sb, hp_all + b * H, din, gi_t + b * 3 * H,
+              gru_bwd_row<scalar_t, true>(H, H, sb, hp_all + b * H, din, gi_t + b * 3 * H,
                                           gh_t + b * 3 * H, d);
             else
-              gru_bwd_row<scalar_t, false>(H, sb, hp_all + b * H, din, gi_t + b * 3 * H, nullptr, d);
+              gru_bwd_row<scalar_t, false>(H, H, sb, hp_all + b * H, din, gi_t + b * 3 * H, nullptr, d);
           }
         });
         if (after) {

@@ -4,7 +4,7 @@
 //   backward: dr = dh W_hr;  dc += dr⊙o⊙(1-tanh²c);  da = [dc⊙g⊙i(1-i), dc⊙c_{t-1}⊙f(1-f),
 //             dc⊙i⊙(1-g²), dr⊙tanh(c)⊙o(1-o)];  dh_{t-1} = da W_hh;  dc_{t-1} = dc⊙f
 // reverse = true walks t = T-1 … 0 with (h, c)_{t+1} as the previous state (see rnn.cpp).
-#include "pipeline.h"
+#include "split.h"
 
 namespace rnnlab {
 
@@ -18,8 +18,10 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
   const Tensor bias = has_bias ? (*b_ih + *b_hh).contiguous() : Tensor();
   const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1), K = chunk_steps(T, B, 4 * H);
   const bool proj = w_hr.has_value() && w_hr->defined();
-  // the input projection of the next chunk overlaps this chunk's recurrence (pipeline.h)
-  const bool overlap = overlap_chunks((T + K - 1) / K, B, B * 4 * H * P, false);
+  // B = 1 without projection: both cores in the recurrence (split.h); else the input projection
+  // of the next chunk overlaps this chunk's recurrence (pipeline.h)
+  const bool split = !proj && split_units(B, mask.has_value() && mask->defined(), 4 * H * P);
+  const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * 4 * H * P, false);
   auto gates = at::empty({T, B, 4 * H}, x.options());
   auto hs = at::empty({T, B, P}, x.options());
   auto cs = at::empty({T, B, H}, x.options());
@@ -41,7 +43,21 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
     const auto active = active_rows(m, T, B);
+    auto split_recurrence = [&](int64_t s0, int64_t s1) {  // B = 1, own units u
+      run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
+        const int64_t t = order.at(s0 + i), tp = order.prev(t);
+        const bool first = !order.inside(tp);  // then (h0, c0) is the previous state
+        const scalar_t* hp = first ? h0c.data_ptr<scalar_t>() : hsv + tp * P;
+        const scalar_t* cp = first ? c0c.data_ptr<scalar_t>() : csv + tp * H;
+        scalar_t* g = gv + t * 4 * H;
+        gemv_units<scalar_t>(w, P, 4, H, u, P, hp, g);  // g[u] += W_hh[u] h_{t-1}
+        if (bv)
+          for (int64_t k = 0; k < 4; ++k) add_row(g + k * H + u.u0, bv + k * H + u.u0, u.n());
+        lstm_fwd_row(u.n(), H, g + u.u0, cp + u.u0, csv + t * H + u.u0, hsv + t * P + u.u0);
+      }, [](const Units&) {});
+    };
     auto recurrence = [&](int64_t s0, int64_t s1) {
+      if (split) return split_recurrence(s0, s1);
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
         scalar_t* g = gv + t * B * 4 * H;
@@ -52,7 +68,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
         for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
             if (bv) add_row(g + b * 4 * H, bv, 4 * H);
-            lstm_fwd_row(H, g + b * 4 * H, c + b * H, cn + b * H, rout + b * H);
+            lstm_fwd_row(H, H, g + b * 4 * H, c + b * H, cn + b * H, rout + b * H);
           }
         });
         if (proj) gemm<scalar_t>(false, true, B, P, H, 1, rv, H, whr.data_ptr<scalar_t>(), H, 0, hn, P);
@@ -78,15 +94,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const c10::optional<Tensor>& mask, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const c10::optional<Tensor>& w_hr, const Tensor& hs, const Tensor& cs,
     const Tensor& gates, bool need_dx, bool reverse) {
-  const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1), K = chunk_steps(T, B, 4 * H);
+  const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1);
   const bool proj = w_hr.has_value() && w_hr->defined();
   const bool has_dh = dhs.has_value() && dhs->defined(), has_dc = dcs.has_value() && dcs->defined();
-  // weight gradients of one chunk overlap the next chunk's recurrence (pipeline.h): two buffers
-  const bool overlap = overlap_chunks((T + K - 1) / K, B, B * P * 4 * H, true);
+  // B = 1 without projection: both cores in the recurrence (split.h); else the weight gradients
+  // of one chunk overlap the next chunk's recurrence (pipeline.h): two buffers
+  const bool split = !proj && split_units(B, mask.has_value() && mask->defined(), 4 * H * P);
+  const int64_t K = split ? split_chunk(T) : chunk_steps(T, B, 4 * H);
+  const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * P * 4 * H, true);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   auto da = at::empty({slots, K, B, 4 * H}, x.options());  // chunk pre-activation gradients
   auto dh = at::zeros({B, P}, x.options());
   auto dc = at::zeros({B, H}, x.options());
+  auto partials = split ? at::empty({2, 2, P}, x.options()) : Tensor();
   auto dh_in = at::empty({B, P}, x.options());  // gradient entering the cell at step t
   auto dr = proj ? at::empty({B, H}, x.options()) : dh_in;
   auto dh_cells = proj ? at::empty({slots, K, B, P}, x.options()) : Tensor();
@@ -109,8 +129,31 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     scalar_t* dinv = dh_in.data_ptr<scalar_t>();
     scalar_t* drv = dr.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
-    const StepGemm<scalar_t> step(whh.data_ptr<scalar_t>(), P, false, B, P, 4 * H);  // dh += da W_hh
+    const scalar_t* w = whh.data_ptr<scalar_t>();
+    const StepGemm<scalar_t> step(w, P, false, B, P, 4 * H);  // dh += da W_hh
     const auto active = active_rows(m, T, B);
+    // B = 1 without projection (P = H) on both cores, own units u: dh[u] = Σ both partials of the
+    // step before (split.h)
+    auto split_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* gh_out,
+                           const scalar_t* gc_out, scalar_t* dav) {
+      const Partials<scalar_t> parts{partials.data_ptr<scalar_t>(), H};
+      run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
+        const int64_t t = order.at(s1 - 1 - i), tp = order.prev(t);
+        if (i > 0) parts.add_to(i - 1, u, dhv);
+        const scalar_t* go = gh_out ? gh_out + (t - t0) * H : nullptr;
+        const scalar_t* gc = gc_out ? gc_out + (t - t0) * H : nullptr;
+        for (int64_t j = u.u0; j < u.u1; ++j) {
+          dinv[j] = dhv[j] + (go ? go[j] : scalar_t(0));
+          dhv[j] = 0;
+          if (gc) dcv[j] += gc[j];
+        }
+        const scalar_t* cprev = order.inside(tp) ? csv + tp * H : c0c.data_ptr<scalar_t>();
+        scalar_t* da_t = dav + (t - t0) * 4 * H;
+        lstm_bwd_row(u.n(), H, gv + t * 4 * H + u.u0, csv + t * H + u.u0, cprev + u.u0,
+                     dinv + u.u0, dcv + u.u0, da_t + u.u0);
+        partial_units<scalar_t>(w, H, 4, H, u, H, da_t, parts.mine(i, u));  // da[u] W_hh[u]
+      }, [&](const Units& u) { parts.add_to(s1 - s0 - 1, u, dhv); });
+    };
     // the recurrence of the chunk [s0, s1) of steps as run: da of each step into slot's buffer
     auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {
       const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
@@ -121,6 +164,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       const Tensor gc_chunk = has_dc ? grad_steps(*dcs, t0, t1) : Tensor();
       const scalar_t* gh_out = has_dh ? gh_chunk.data_ptr<scalar_t>() : nullptr;
       const scalar_t* gc_out = has_dc ? gc_chunk.data_ptr<scalar_t>() : nullptr;
+      if (split) return split_steps(s0, s1, t0, gh_out, gc_out, dav);
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s), tp = order.prev(t);
         // split dh into the part entering the cell (valid step) and the part kept (padding)
@@ -153,7 +197,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
               std::fill(d, d + 4 * H, scalar_t(0));
               continue;
             }
-            lstm_bwd_row(H, gv + (t * B + b) * 4 * H, csv + (t * B + b) * H, cprev_all + b * H,
+            lstm_bwd_row(H, H, gv + (t * B + b) * 4 * H, csv + (t * B + b) * H, cprev_all + b * H,
                          drv + b * H, dcb, d);
           }
         });

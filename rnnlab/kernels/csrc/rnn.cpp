@@ -5,7 +5,7 @@
 // bidirectional layer; h_{t+1} takes the place of h_{t-1}) on the input as it is: no reversed
 // copies. With a mask, state frozen on padded steps is the same as reversing each sequence within
 // its own length: a sequence's reverse pass starts from h0 at its last valid step.
-#include "pipeline.h"
+#include "split.h"
 
 namespace rnnlab {
 
@@ -16,8 +16,10 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
   const bool has_bias = b_ih.has_value() && b_ih->defined();
   const Tensor bias = has_bias ? (*b_ih + *b_hh).contiguous() : Tensor();
   const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), K = chunk_steps(T, B, H);
-  // the input projection of the next chunk overlaps this chunk's recurrence (pipeline.h)
-  const bool overlap = overlap_chunks((T + K - 1) / K, B, B * H * H, false);
+  // B = 1: both cores in the recurrence (split.h); else the input projection of the next chunk
+  // overlaps this chunk's recurrence (pipeline.h)
+  const bool split = split_units(B, mask.has_value() && mask->defined(), H * H);
+  const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * H * H, false);
   auto hs = at::empty({T, B, H}, x.options());  // a_t input part, overwritten with h_t
   auto whh = w_hh.contiguous();
   auto h0c = h0.contiguous();
@@ -30,7 +32,25 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, H, true, B, H, H);  // a += h_{t-1} W_hh^T
     const auto active = active_rows(m, T, B);
+    auto activate = [&](scalar_t* __restrict a, int64_t n) {
+      if (relu) {
+        RNNLAB_SIMD for (int64_t j = 0; j < n; ++j) a[j] = a[j] > 0 ? a[j] : scalar_t(0);
+      } else {
+        RNNLAB_SIMD for (int64_t j = 0; j < n; ++j) a[j] = std::tanh(a[j]);
+      }
+    };
+    auto split_recurrence = [&](int64_t s0, int64_t s1) {  // B = 1, own units u
+      run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
+        const int64_t t = order.at(s0 + i), tp = order.prev(t);
+        const scalar_t* hp = order.inside(tp) ? out + tp * H : h0c.data_ptr<scalar_t>();
+        scalar_t* a = out + t * H;
+        gemv_units<scalar_t>(w, H, 1, H, u, H, hp, a);  // a[u] += W_hh[u] h_{t-1}
+        if (bv) add_row(a + u.u0, bv + u.u0, u.n());
+        activate(a + u.u0, u.n());
+      }, [](const Units&) {});
+    };
     auto recurrence = [&](int64_t s0, int64_t s1) {
+      if (split) return split_recurrence(s0, s1);
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
         scalar_t* a = out + t * B * H;
@@ -45,13 +65,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
               continue;
             }
             if (bv) add_row(ab, bv, H);
-            if (relu) {
-            RNNLAB_SIMD
-              for (int64_t j = 0; j < H; ++j) ab[j] = ab[j] > 0 ? ab[j] : scalar_t(0);
-            } else {
-            RNNLAB_SIMD
-              for (int64_t j = 0; j < H; ++j) ab[j] = std::tanh(ab[j]);
-            }
+            activate(ab, H);
           }
         });
         h = a;
@@ -66,15 +80,19 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const Tensor& dhs, const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, bool relu, bool need_dx, bool reverse) {
-  const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), K = chunk_steps(T, B, H);
-  // weight gradients of one chunk overlap the next chunk's recurrence (pipeline.h)
-  const bool overlap = overlap_chunks((T + K - 1) / K, B, B * H * H, true);
+  const int64_t T = x.size(0), B = x.size(1), H = h0.size(1);
+  // B = 1: both cores in the recurrence (split.h); else the weight gradients of one chunk overlap
+  // the next chunk's recurrence (pipeline.h)
+  const bool split = split_units(B, mask.has_value() && mask->defined(), H * H);
+  const int64_t K = split ? split_chunk(T) : chunk_steps(T, B, H);
+  const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * H * H, true);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   // each slot's chunk of pre-activation gradients: where the upstream gradient's chunk is a
   // private copy (it was not contiguous, e.g. the expanded one of out.sum()), da overwrites that
   // copy in place, else a buffer of the slot's own (allocated on first use)
   std::vector<Tensor> da(slots), da_buf(slots);
   auto dh = at::zeros({B, H}, x.options());
+  auto partials = split ? at::empty({2, 2, H}, x.options()) : Tensor();
   auto dx = need_dx ? at::empty({T, B, x.size(2)}, x.options()) : at::empty({0}, x.options());
   auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
   auto db = at::zeros({H}, x.options());
@@ -85,8 +103,26 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const scalar_t* hv = hs_c.data_ptr<scalar_t>();
     scalar_t* dhv = dh.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
-    const StepGemm<scalar_t> step(whh.data_ptr<scalar_t>(), H, false, B, H, H);  // dh += da W_hh
+    const scalar_t* w = whh.data_ptr<scalar_t>();
+    const StepGemm<scalar_t> step(w, H, false, B, H, H);  // dh += da W_hh
     const auto active = active_rows(m, T, B);
+    // B = 1 on both cores, own units u: dh[u] = Σ both partials of the step before (split.h)
+    auto split_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* g_out, scalar_t* da0) {
+      const Partials<scalar_t> parts{partials.data_ptr<scalar_t>(), H};
+      run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
+        const int64_t t = order.at(s1 - 1 - i);
+        if (i > 0) parts.add_to(i - 1, u, dhv);
+        scalar_t* da_t = da0 + (t - t0) * H;
+        const scalar_t* g = g_out + (t - t0) * H;
+        const scalar_t* h = hv + t * H;
+        RNNLAB_SIMD for (int64_t j = u.u0; j < u.u1; ++j) {
+          const scalar_t v = dhv[j] + g[j];
+          da_t[j] = relu ? (h[j] > 0 ? v : scalar_t(0)) : v * (1 - h[j] * h[j]);
+          dhv[j] = 0;
+        }
+        partial_units<scalar_t>(w, H, 1, H, u, H, da_t, parts.mine(i, u));  // da_t[u] W_hh[u]
+      }, [&](const Units& u) { parts.add_to(s1 - s0 - 1, u, dhv); });
+    };
     auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {
       const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
       const int64_t t0 = span.first, t1 = span.second;
@@ -99,6 +135,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
         da[slot] = g_chunk;  // da_t[j] may replace g_t[j]
       }
       scalar_t* da0 = da[slot].data_ptr<scalar_t>();
+      if (split) return split_steps(s0, s1, t0, g_out, da0);
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s);
         scalar_t* da_t = da0 + (t - t0) * B * H;

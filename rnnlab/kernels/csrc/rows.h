@@ -1,6 +1,8 @@
 // Per-row gate math of the fused kernels: one batch row, H hidden units, no branches, restrict
 // pointers, so GCC vectorises each loop (exp/tanh through glibc's libmvec under -ffast-math).
 // Letters as in rnnlab/cells.py; `a` is a row of pre-activations, overwritten with activations.
+// Functions taking (n, H) compute n hidden units starting at the pointers, their gate blocks H
+// apart: a whole row is (H, H); the two-core B = 1 recurrence (split.h) gives each core its units.
 #pragma once
 
 #include <cmath>
@@ -26,9 +28,9 @@ inline void add_row(T* __restrict a, const T* __restrict b, int64_t n) {
 
 // LSTM forward: [i,f,g,o] = [σ,σ,tanh,σ](a);  c = f⊙c_prev + i⊙g;  r = o⊙tanh(c)
 template <typename T>
-inline void lstm_fwd_row(int64_t H, T* __restrict a, const T* __restrict c_prev, T* __restrict c,
+inline void lstm_fwd_row(int64_t n, int64_t H, T* __restrict a, const T* __restrict c_prev, T* __restrict c,
                          T* __restrict r) {
-  RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
+  RNNLAB_SIMD for (int64_t j = 0; j < n; ++j) {
     const T i = sigmoid(a[j]), f = sigmoid(a[H + j]);
     const T g = std::tanh(a[2 * H + j]), o = sigmoid(a[3 * H + j]);
     a[j] = i, a[H + j] = f, a[2 * H + j] = g, a[3 * H + j] = o;
@@ -41,10 +43,10 @@ inline void lstm_fwd_row(int64_t H, T* __restrict a, const T* __restrict c_prev,
 // LSTM backward of one valid row. In: activated gates a, c_t, c_{t-1}, dr (= dL/dr_t), dc (the
 // gradient reaching c_t). Out: d (pre-activation gradients [di|df|dg|do]), dc ← dL/dc_{t-1}.
 template <typename T>
-inline void lstm_bwd_row(int64_t H, const T* __restrict a, const T* __restrict c,
+inline void lstm_bwd_row(int64_t n, int64_t H, const T* __restrict a, const T* __restrict c,
                          const T* __restrict c_prev, const T* __restrict dr, T* __restrict dc,
                          T* __restrict d) {
-  RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
+  RNNLAB_SIMD for (int64_t j = 0; j < n; ++j) {
     const T i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j];
     const T tc = std::tanh(c[j]);
     const T dcell = dc[j] + dr[j] * o * (1 - tc * tc);  // through r = o tanh(c)
@@ -59,10 +61,10 @@ inline void lstm_bwd_row(int64_t H, const T* __restrict a, const T* __restrict c
 // GRU forward, reset after: g = W_ih x + b_ih (+ b_h[rz] folded in), q = W_hh h (rows [r|z|n]),
 // bn = b_hn; s ← [r|z|n|hn] with hn = W_hn h + b_hn; out = h_t
 template <typename T>
-inline void gru_after_fwd_row(int64_t H, const T* __restrict g, const T* __restrict q,
+inline void gru_after_fwd_row(int64_t n, int64_t H, const T* __restrict g, const T* __restrict q,
                               const T* __restrict bn, const T* __restrict h, T* __restrict s,
                               T* __restrict out) {
-  RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
+  RNNLAB_SIMD for (int64_t j = 0; j < n; ++j) {
     const T r = sigmoid(g[j] + q[j]), z = sigmoid(g[H + j] + q[H + j]);
     const T hn = q[2 * H + j] + bn[j];
     const T n = std::tanh(g[2 * H + j] + r * hn);
@@ -99,10 +101,10 @@ inline void gru_before_out_row(int64_t H, const T* __restrict g, const T* __rest
 // GRU backward of one valid row, both forms. din = dL/dh_t. Out: gi ← [dar|daz|dan] (dar only for
 // reset after), gh ← [dar|daz|dan⊙r] (reset after), d ← din ⊙ z (direct path to h_{t-1}).
 template <typename T, bool After>
-inline void gru_bwd_row(int64_t H, const T* __restrict s, const T* __restrict hp,
+inline void gru_bwd_row(int64_t n, int64_t H, const T* __restrict s, const T* __restrict hp,
                         const T* __restrict din, T* __restrict gi, T* __restrict gh,
                         T* __restrict d) {
-  RNNLAB_SIMD for (int64_t j = 0; j < H; ++j) {
+  RNNLAB_SIMD for (int64_t j = 0; j < n; ++j) {
     const T r = s[j], z = s[H + j], n = s[2 * H + j];
     const T dan = din[j] * (1 - z) * (1 - n * n);
     const T daz = din[j] * (hp[j] - n) * z * (1 - z);

@@ -60,7 +60,7 @@ void lstm(const T* x, int64_t B, int64_t I, const T* h, int64_t P, const T* c, i
   affine(h, B, P, w_hh, b_hh, 4 * H, q);
   RNNLAB_SIMD for (int64_t j = 0; j < B * 4 * H; ++j) g[j] += q[j];
   T* rout = w_hr ? r : h_out;
-  for (int64_t b = 0; b < B; ++b) lstm_fwd_row(H, g + b * 4 * H, c + b * H, c_out + b * H, rout + b * H);
+  for (int64_t b = 0; b < B; ++b) lstm_fwd_row(H, H, g + b * 4 * H, c + b * H, c_out + b * H, rout + b * H);
   if (w_hr) affine<T>(r, B, H, w_hr, nullptr, P, h_out);
 }
 
@@ -81,7 +81,7 @@ void gru(const T* x, int64_t B, int64_t I, const T* h, int64_t H, const T* w_ih,
   if (after) {
     affine(h, B, H, w_hh, b_hh, 3 * H, q);
     for (int64_t b = 0; b < B; ++b)
-      gru_after_fwd_row(H, gi + b * 3 * H, q + b * 3 * H, no_bias, h + b * H, row, out + b * H);
+      gru_after_fwd_row(H, H, gi + b * 3 * H, q + b * 3 * H, no_bias, h + b * H, row, out + b * H);
   } else {
     affine(h, B, H, w_hh, b_hh, 2 * H, q);  // [r|z] rows, q is [B, 2H] here
     for (int64_t b = 0; b < B; ++b) {

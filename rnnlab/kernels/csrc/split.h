@@ -1,0 +1,123 @@
+// Batch size 1 on both cores: each core owns half of the hidden units, and with them the rows of
+// every gate block that feed those units, for the whole sequence.
+//
+// At B = 1 a step is a matrix-vector product that reads all of W_hh (GRU H=256: 768 KB), so a step
+// costs what reading W_hh costs. Split by units, each core reads only its half of W_hh, and that
+// half stays in the core's own L2 (2 MB here) from step to step. The gate math of a unit needs
+// only that unit's rows, so a core computes its half of h_t alone; the one exchange per step is
+// h_t itself (forward: the next mat-vec reads all of it) or the backward's partial sums
+// dh_{t-1} = Σ_rows da W_hh (each core sums over its own rows; each reads both partials for its
+// own units). One barrier per step. Microbenchmark, one thread → two (µs per step, mat-vec plus a
+// gate pass): 768 KB 11.4 → 6.2, 256 KB 4.3 → 2.7, 64 KB 1.40 → 1.32, 16 KB 0.53 → 0.75.
+#pragma once
+
+#include "pipeline.h"
+
+namespace rnnlab {
+
+// Recurrent weights (elements of W_hh) from which a B = 1 sequence runs split (512 KB of floats).
+// Interleaved with torch as `rnnlab bench` runs, 2 threads, one-thread recurrence → split:
+// T=100 GRU H=256 train 2.94 → 2.48 ms, infer 0.93 → 0.70; LSTM H=512 14.4 → 11.6 / 5.1 → 4.3;
+// RNN H=512 2.82 → 2.30 / 1.11 → 0.77; T=1000 GRU H=256 17.2 → 16.7 / 6.8 → 5.7. Below it the
+// split lost what the chunk pipeline (pipeline.h) gains at B = 1 by running the weight gradients
+// beside the recurrence: T=1000 H=128 training GRU 6.2 → 7.1 ms, LSTM 6.5 → 7.5; inference even.
+constexpr int64_t kSplitMin = 131072;
+
+inline bool split_units(int64_t B, bool masked, int64_t weights) {
+  return B == 1 && !masked && weights >= kSplitMin && at::get_num_threads() >= 2 &&
+         !at::in_parallel_region();
+}
+
+// Backward chunk length of a split sequence: whole sequences up to 2048 steps. The weight
+// gradients then run after the recurrence as a few large GEMMs (the pipeline that overlaps them
+// with it needs the second core); in 43-step chunks (chunk_steps) each dW GEMM re-read and
+// re-wrote all of dW per chunk. The chunk buffers at B = 1 are at most the saved workspace's size.
+inline int64_t split_chunk(int64_t T) { return std::min<int64_t>(T, 2048); }
+
+// The hidden units [u0, u1) a thread owns; role 0 or 1 (which partial-sum buffer it writes), and
+// how many threads run (1 when only one came: it owns every unit).
+struct Units {
+  int64_t u0, u1;
+  int role, threads;
+  int64_t n() const { return u1 - u0; }
+};
+
+// A barrier for two threads spinning on a generation counter (libgomp's costs ~2x more per step).
+class PairBarrier {
+ public:
+  void wait(int64_t& generation) {
+    ++generation;
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      released_.store(generation, std::memory_order_release);
+      return;
+    }
+    while (released_.load(std::memory_order_acquire) != generation) _mm_pause();
+  }
+
+ private:
+  alignas(64) std::atomic<int> arrived_{0};
+  alignas(64) std::atomic<int64_t> released_{0};
+};
+
+// step(i, units) for i = 0 … n-1 on two threads, a barrier after each, then finish(units) on each
+// thread (after the last barrier, so it sees both threads' last step). Alone: every unit, serially.
+// The steps must not throw (pointer arithmetic only): a thread never leaves the other waiting.
+template <class Step, class Finish>
+void run_split(int64_t H, int64_t n, const Step& step, const Finish& finish) {
+  const int64_t mid = std::max<int64_t>(16, (H / 2) / 16 * 16);  // halves on 64-byte lines
+  PairBarrier barrier;
+  std::atomic<bool> failed{false};
+  auto alone = [&] {
+    const Units all{0, H, 0, 1};
+    for (int64_t i = 0; i < n; ++i) step(i, all);
+    finish(all);
+  };
+  on_two_threads(failed, alone, [&](int64_t role) {
+    const Units own = role == 0 ? Units{0, mid, 0, 2} : Units{mid, H, 1, 2};
+    int64_t generation = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      step(i, own);
+      barrier.wait(generation);
+    }
+    finish(own);
+  });
+}
+
+// Forward mat-vec of a thread's rows: for each of the G gate blocks, c[k H + u] += W[k H + u] · a
+// for its units u (W row-major with row stride ldw, K columns).
+template <typename T>
+inline void gemv_units(const T* w, int64_t ldw, int64_t G, int64_t H, const Units& u, int64_t K,
+                       const T* a, T* c) {
+  for (int64_t k = 0; k < G; ++k) gemv_rows(w, ldw, k * H + u.u0, k * H + u.u1, K, a, c);
+}
+
+// Backward partial sum of a thread's rows: part[0:N] = Σ_k Σ_u d[k H + u] W[k H + u, 0:N]; what
+// dh_{t-1} = d W_hh is once both threads' parts are added.
+template <typename T>
+inline void partial_units(const T* w, int64_t ldw, int64_t G, int64_t H, const Units& u, int64_t N,
+                          const T* d, T* part) {
+  std::fill(part, part + N, T(0));
+  for (int64_t k = 0; k < G; ++k) {
+    const int64_t r0 = k * H + u.u0;
+    gemv_cols(w + r0 * ldw, ldw, 0, N, u.n(), d + r0, part);
+  }
+}
+
+// The backward's exchange buffers: partial sums by step parity and thread, [2][2][H] — a thread
+// writes step i's into parity i & 1 while the other may still read step i-1's.
+template <typename T>
+struct Partials {
+  T* p;
+  int64_t H;
+  T* mine(int64_t i, const Units& u) const { return p + ((i & 1) * 2 + u.role) * H; }
+  // dh[u] += both threads' partials of step i, for the thread's own units
+  void add_to(int64_t i, const Units& u, T* dh) const {
+    for (int r = 0; r < u.threads; ++r) {
+      const T* q = p + ((i & 1) * 2 + r) * H;
+      RNNLAB_SIMD for (int64_t j = u.u0; j < u.u1; ++j) dh[j] += q[j];
+    }
+  }
+};
+
+}  // namespace rnnlab
