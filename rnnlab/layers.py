@@ -149,14 +149,22 @@ class RNNBase(nn.Module):
     # --- the per-family recurrence; subclasses run their autograd Function ---------------------
     def _run(
         self, x: Tensor, mask: Tensor | None, state: tuple[Tensor, ...], params: Params,
-        reverse: bool = False,
+        reverse: bool = False, batch_sizes: Tensor | None = None,
     ) -> tuple[Tensor, ...]:
         """One layer, one direction: ``x (T, B, F)`` → per-step carried states ``(T, B, ·)``.
 
         ``reverse``: the backward direction, run on ``x`` as it is from t = T-1 down to 0 (state
         frozen on padded steps, so each sequence starts at its own last valid step); its final
-        state is then at t = 0."""
+        state is then at t = 0. With ``batch_sizes`` (only where ``_packed_rows``), ``x`` is a
+        PackedSequence's data ``(N, F)`` and the states come back packed alike ``(N, ·)``."""
         raise NotImplementedError
+
+    # families whose fused kernels address a PackedSequence's rows directly
+    _packed_kernels = False
+
+    def _packed_rows(self, data: Tensor) -> bool:
+        """Whether packed input runs packed (no padded copies): the family's fused kernels."""
+        return self._packed_kernels and kernels.backend(data.device, data.dtype) == "fused"
 
     def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
         return [(self.num_layers * self.num_directions, batch, self.proj_size or self.hidden_size)]
@@ -166,12 +174,20 @@ class RNNBase(nn.Module):
     def forward(
         self, input: Tensor | PackedSequence, hx: Any = None, *, lengths: Any = None
     ) -> tuple[Tensor | PackedSequence, Any]:
-        x, lens, batched = seq.prepare_input(
-            input, lengths, self.input_size, self.batch_first, self.weight_ih_l0
-        )
-        state = seq.prepare_state(hx, x, batched, self._state_shapes(x.shape[1]))
-        steps = x.shape[0]
         packed = isinstance(input, PackedSequence)
+        # packed input on kernels that address its rows directly stays packed: x (N, F)
+        rows = input.batch_sizes if packed and self._packed_rows(input.data) else None
+        if rows is not None:
+            seq.check_packed(input, lengths, self.input_size, self.weight_ih_l0)
+            x, lens, batched = input.data, None, True
+            last = seq.last_rows(rows, x.device)  # each sequence's final step, for h_n
+        else:
+            x, lens, batched = seq.prepare_input(
+                input, lengths, self.input_size, self.batch_first, self.weight_ih_l0
+            )
+        batch = x.shape[1] if rows is None else int(rows[0])
+        state = seq.prepare_state(hx, x, batched, self._state_shapes(batch))
+        steps = x.shape[0]
         mask = order = None
         if packed and input.sorted_indices is not None:  # x is in the packed (sorted) order
             order = input.sorted_indices
@@ -191,14 +207,19 @@ class RNNBase(nn.Module):
             for d in range(self.num_directions):
                 k = layer * self.num_directions + d
                 state_k = tuple(s[k] for s in state)
-                carried = self._run(layer_in, mask, state_k, self._params(layer, d), reverse=d == 1)
+                carried = self._run(
+                    layer_in, mask, state_k, self._params(layer, d), reverse=d == 1, batch_sizes=rows
+                )
                 for final, states in zip(finals, carried):
                     # state after each sequence's last valid step (a reverse run ends at t = 0)
-                    final.append(states[0] if d == 1 else states[-1])
+                    if rows is not None:
+                        final.append(states[:batch] if d == 1 else states.index_select(0, last))
+                    else:
+                        final.append(states[0] if d == 1 else states[-1])
                 # padded outputs are zero (packed output drops them: no need)
                 y = carried[0] if mask is None or packed else torch.where(mask, carried[0], 0.0)
                 outs.append(y)
-            layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=2)
+            layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
         h_n = tuple(torch.stack(f) for f in finals)
@@ -209,7 +230,9 @@ class RNNBase(nn.Module):
             if not packed:
                 layer_in = layer_in.index_select(1, inverse)
         output: Tensor | PackedSequence = layer_in
-        if packed:
+        if rows is not None:
+            output = PackedSequence(layer_in, rows, input.sorted_indices, input.unsorted_indices)
+        elif packed:
             output = seq.pack_sorted(layer_in, input)
         elif not batched:
             output = layer_in.squeeze(1)
@@ -309,9 +332,12 @@ class RNN(RNNBase):
         relu = self.nonlinearity == "relu"
         return (torch.ops.rnnlab.rnn_step(x, state[0], w_ih, w_hh, b_ih, b_hh, relu),)
 
-    def _run(self, x, mask, state, params, reverse=False):  # type: ignore[no-untyped-def]
+    _packed_kernels = True
+
+    def _run(self, x, mask, state, params, reverse=False, batch_sizes=None):  # type: ignore[no-untyped-def]
         w_ih, w_hh, b_ih, b_hh, _ = params
-        return (kernels.rnn(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.nonlinearity, reverse),)
+        nl = self.nonlinearity
+        return (kernels.rnn(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, nl, reverse, batch_sizes),)
 
     @property
     def _stream_kind(self) -> int | None:
@@ -334,7 +360,7 @@ class LSTM(RNNBase):
     def _step_kernel(self, x, state, params):  # type: ignore[no-untyped-def]
         return tuple(torch.ops.rnnlab.lstm_step(x, state[0], state[1], *params))
 
-    def _run(self, x, mask, state, params, reverse=False):  # type: ignore[no-untyped-def]
+    def _run(self, x, mask, state, params, reverse=False, batch_sizes=None):  # type: ignore[no-untyped-def]
         hs, cs, _ = kernels.lstm(x, mask, state[0], state[1], *params, reverse)
         return hs, cs
 
@@ -383,7 +409,7 @@ class GRU(RNNBase):
         after = self.reset == "after"
         return (torch.ops.rnnlab.gru_step(x, state[0], w_ih, w_hh, b_ih, b_hh, after),)
 
-    def _run(self, x, mask, state, params, reverse=False):  # type: ignore[no-untyped-def]
+    def _run(self, x, mask, state, params, reverse=False, batch_sizes=None):  # type: ignore[no-untyped-def]
         w_ih, w_hh, b_ih, b_hh, _ = params
         hs, _ = kernels.gru(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.reset, reverse)
         return (hs,)

@@ -3,6 +3,8 @@ PackedSequence I/O.
 
 Inside the layers every sequence is time-major ``(T, B, F)`` and padded; ``lengths`` (or the
 lengths carried by a ``PackedSequence``) become a mask. These helpers convert at the boundary.
+The exception: packed input on the fused kernels stays packed (``last_rows`` then finds each
+sequence's final state in it).
 """
 
 from __future__ import annotations
@@ -21,10 +23,7 @@ def prepare_input(
     int64 lengths (or None) and whether the input was batched. A ``PackedSequence`` comes back
     padded in its sorted (longest-first) order."""
     if isinstance(input, PackedSequence):
-        if lengths is not None:
-            raise ValueError("lengths: must be None for PackedSequence input (it has them)")
-        check.matches_params("input", input.data, ref)
-        check.feature_size("input", input.data, input_size)
+        check_packed(input, lengths, input_size, ref)
         x, lens = unpack_sorted(input)
         return x, lens.to(x.device), True
     x = check.tensor("input", input)
@@ -40,6 +39,25 @@ def prepare_input(
     if lengths is not None:
         lens = check.lengths(lengths, x.shape[1], x.shape[0], x.device)
     return x, lens, batched
+
+
+def check_packed(input: PackedSequence, lengths: object, input_size: int, ref: Tensor) -> None:
+    """Validate a ``PackedSequence`` input (its data against the parameters ``ref``)."""
+    if lengths is not None:
+        raise ValueError("lengths: must be None for PackedSequence input (it has them)")
+    check.matches_params("input", input.data, ref)
+    check.feature_size("input", input.data, input_size)
+
+
+def last_rows(batch_sizes: Tensor, device: torch.device) -> Tensor:
+    """Row of each sequence's last step in packed data (sorted order): step t's rows start at
+    ``Σ_{s<t} n_s`` and sequence b is row b of each step it runs in; its length is the number of
+    steps with ``n_t > b``."""
+    n = batch_sizes.to(torch.int64)
+    starts = torch.cumsum(n, 0) - n  # (T,)
+    b = torch.arange(int(n[0]))
+    lengths = (n.unsqueeze(0) > b.unsqueeze(1)).sum(1)  # (B,)
+    return (starts[lengths - 1] + b).to(device)
 
 
 def prepare_state(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnlab
+from rnnlab import kernels
 
 CASES = {
     "rnn_tanh": lambda: rnnlab.RNN(3, 4, num_layers=2, bidirectional=True, dtype=torch.float64),
@@ -55,6 +57,53 @@ def test_gradgradcheck(case, lengths):
     """Double backward through the hand-written backward — something cuDNN cannot do."""
     layer = CASES[case]()
     assert torch.autograd.gradgradcheck(_function(layer, lengths), _inputs(layer))
+
+
+def _packed_function(layer, lengths):
+    """Like _function with a PackedSequence built from ``x`` inside (unsorted lengths), returning
+    the packed output's data."""
+    names = [n for n, _ in layer.named_parameters()]
+    lstm = isinstance(layer, rnnlab.LSTM)
+
+    def f(x, h0, c0, *params):
+        state = (h0, c0) if lstm else h0
+        packed = pack_padded_sequence(x, lengths, enforce_sorted=False)
+        out, h = torch.func.functional_call(layer, dict(zip(names, params)), (packed, state))
+        return (out.data, *h) if lstm else (out.data, h)
+
+    return f
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_gradcheck_and_gradgradcheck_packed(case):
+    """Packed input: on the fused path the RNN kernels address the packed rows directly (and the
+    double backward pads them for the reference BPTT); the other families unpack it."""
+    layer = CASES[case]()
+    d = layer.num_layers * layer.num_directions
+    x = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(d, 3, layer.proj_size or layer.hidden_size, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(d, 3, layer.hidden_size, dtype=torch.float64, requires_grad=True)
+    params = [p.detach().clone().requires_grad_() for p in layer.parameters()]
+    f = _packed_function(layer, [2, 5, 4])
+    inputs = (x, h0, c0, *params)
+    assert torch.autograd.gradcheck(f, inputs)
+    assert torch.autograd.gradgradcheck(f, inputs)
+
+
+def test_packed_rnn_runs_on_packed_rows(monkeypatch):
+    """The fused RNN takes the packed data itself (x (N, I) with batch_sizes), no padded copy;
+    the reference path gets it padded."""
+    seen = []
+    run = kernels.rnn
+    monkeypatch.setattr(kernels, "rnn", lambda x, *a: seen.append((x.dim(), a[-1] is not None)) or run(x, *a))
+    layer = rnnlab.RNN(3, 4, bidirectional=True, dtype=torch.float64)
+    packed = pack_padded_sequence(torch.randn(5, 3, 3, dtype=torch.float64), [2, 5, 4], enforce_sorted=False)
+    out, _ = layer(packed)
+    with kernels.use_reference():
+        ref, _ = layer(packed)
+    torch.testing.assert_close(out.data, ref.data, atol=1e-12, rtol=1e-12)
+    fused = [(2, True)] * 2 if kernels.AVAILABLE else [(3, False)] * 2
+    assert seen == fused + [(3, False)] * 2
 
 
 def test_double_backward_matches_autograd_through_cells():

@@ -136,14 +136,19 @@ def _needs_grad(*tensors: Tensor | None) -> bool:
 
 
 def rnn(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
-        b_ih: Tensor | None, b_hh: Tensor | None, nonlinearity: str, reverse: bool = False) -> Tensor:
+        b_ih: Tensor | None, b_hh: Tensor | None, nonlinearity: str, reverse: bool = False,
+        batch_sizes: Tensor | None = None) -> Tensor:
     """One RNN layer/direction over a sequence → carried states ``(T, B, H)``.
 
     ``reverse``: run from the last step to the first (state frozen on padded steps, so each
     sequence starts from ``h0`` at its last valid step); the final state is then ``hs[0]``. The
     fused kernels and oneDNN (right-to-left direction) do this in place; the reference path runs
-    forward on time-flipped copies.
+    forward on time-flipped copies. ``batch_sizes``: ``x`` is a PackedSequence's data ``(N, I)``
+    (fused kernels only), and so are the states returned, ``(N, H)``.
     """
+    if batch_sizes is not None:
+        return torch.ops.rnnlab.rnn_fwd(x, None, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu",
+                                        reverse, batch_sizes)
     train = _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh)
     if uses_onednn("rnn", x, mask, h0.shape[1], train):
         kind = ONEDNN_KINDS[nonlinearity]

@@ -54,16 +54,49 @@ def _reverse_arg(inputs: tuple, index: int) -> bool:
     return bool(inputs[index]) if len(inputs) > index else False
 
 
+class _Padded:
+    """Packed ``(N, ·)`` rows ↔ padded ``(T, B, ·)`` steps, for the reference backward (double
+    backward) of an op that ran on packed rows. Padded states are frozen as the padded layout's
+    kernels leave them: after a sequence's end its last state; for a reverse run, ``h0`` (its
+    reverse pass starts from ``h0`` at its last step)."""
+
+    def __init__(self, batch_sizes: Tensor, h0: Tensor, reverse: bool) -> None:
+        self.batch_sizes, self.h0, self.reverse = batch_sizes, h0, reverse
+        steps, batch = batch_sizes.numel(), int(batch_sizes[0])
+        valid = torch.arange(batch).unsqueeze(0) < batch_sizes.unsqueeze(1)  # (T, B)
+        self.valid = valid.to(h0.device)
+        self.mask = self.valid.unsqueeze(-1)  # (T, B, 1)
+        self.steps, self.batch = steps, batch
+
+    def pad(self, rows: Tensor) -> Tensor:
+        out = rows.new_zeros(self.steps, self.batch, rows.shape[-1])
+        return out.masked_scatter(self.mask, rows.contiguous())
+
+    def pad_states(self, rows: Tensor) -> Tensor:
+        padded = self.pad(rows)
+        if self.reverse:
+            return torch.where(self.mask, padded, self.h0.unsqueeze(0))
+        # forward: each sequence's last state carried over its padded steps
+        lengths = self.valid.sum(0)  # (B,)
+        last = padded[lengths - 1, torch.arange(self.batch, device=padded.device)]  # (B, H)
+        return torch.where(self.mask, padded, last.unsqueeze(0))
+
+    def pack(self, padded: Tensor) -> Tensor:
+        return padded[self.valid]
+
+
 def _register() -> None:
     lib = "rnnlab::"
 
     # --- fake implementations: shapes and dtypes only ------------------------------------------
     @torch.library.register_fake(lib + "rnn_fwd")
-    def _(x, mask, h0, w_ih, w_hh, b_ih, b_hh, relu, reverse=False):  # type: ignore[no-untyped-def]
+    def _(x, mask, h0, w_ih, w_hh, b_ih, b_hh, relu, reverse=False, batch_sizes=None):  # type: ignore[no-untyped-def]
+        if batch_sizes is not None:  # packed: x (N, I) → (N, H)
+            return x.new_empty(x.shape[0], h0.shape[1])
         return x.new_empty(x.shape[0], x.shape[1], h0.shape[1])
 
     @torch.library.register_fake(lib + "rnn_bwd")
-    def _(dhs, x, mask, h0, w_ih, w_hh, hs, relu, need_dx, reverse=False):  # type: ignore[no-untyped-def]
+    def _(dhs, x, mask, h0, w_ih, w_hh, hs, relu, need_dx, reverse=False, batch_sizes=None):  # type: ignore[no-untyped-def]
         return (_dx(x, need_dx), torch.empty_like(h0), torch.empty_like(w_ih),
                 torch.empty_like(w_hh), w_hh.new_empty(w_hh.shape[0]))
 
@@ -110,26 +143,32 @@ def _register() -> None:
         ctx.set_materialize_grads(False)
         ctx.relu = relu
         ctx.reverse = _reverse_arg(inputs, 8)
+        ctx.batch_sizes = inputs[9] if len(inputs) > 9 else None
         ctx.save_for_backward(x, mask, h0, w_ih, w_hh, output)
 
     def rnn_grad(ctx: Any, dhs: Tensor | None) -> tuple:
         x, mask, h0, w_ih, w_hh, hs = ctx.saved_tensors
-        needs = ctx.needs_input_grad
+        needs, rows = ctx.needs_input_grad, ctx.batch_sizes
         if dhs is None:
-            return (None,) * 9
+            return (None,) * 10
         if torch.is_grad_enabled():  # double backward: differentiable reference BPTT
+            packed = _Padded(rows, h0, ctx.reverse) if rows is not None else None
+            if packed is not None:  # the reference runs on padded steps with a mask
+                dhs, x, hs, mask = packed.pad(dhs), packed.pad(x), packed.pad_states(hs), packed.mask
             flip = _flip if ctx.reverse else _same  # a reverse run is a forward run in flipped time
             dx, dh0, dw_ih, dw_hh, db = rnn_backward(
                 flip(dhs), flip(x), flip(mask), h0, w_ih, w_hh, flip(hs),
                 "relu" if ctx.relu else "tanh", needs[0],
             )
             dx = flip(dx)
+            if packed is not None and dx is not None:
+                dx = packed.pack(dx)
         else:
             dx, dh0, dw_ih, dw_hh, db = torch.ops.rnnlab.rnn_bwd(
-                dhs, x, mask, h0, w_ih, w_hh, hs, ctx.relu, needs[0], ctx.reverse
+                dhs, x, mask, h0, w_ih, w_hh, hs, ctx.relu, needs[0], ctx.reverse, rows
             )
         return (_maybe(dx), None, dh0, dw_ih, dw_hh, db if needs[5] else None,
-                db if needs[6] else None, None, None)
+                db if needs[6] else None, None, None, None)
 
     torch.library.register_autograd(lib + "rnn_fwd", rnn_grad, setup_context=rnn_setup)
 

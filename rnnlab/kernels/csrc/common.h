@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -90,19 +91,10 @@ inline const bool* mask_ptr(const c10::optional<Tensor>& mask) {
   return (mask.has_value() && mask->defined()) ? mask->data_ptr<bool>() : nullptr;
 }
 
-// Input projection of the steps [t0, t1) as one GEMM: x[t0:t1] [n, B, I] @ w^T [I, G] into
-// out[t0:t1] (out [T, B, G], contiguous). The bias is not added here: `addmm` first copies the
-// broadcast bias into the whole output (LSTM B=64 H=64: 0.74 of its 1.55 ms), so the kernels add
-// it row by row in the gate pass instead (add_row).
-inline void project_into(Tensor& out, const Tensor& x, const Tensor& w, int64_t t0, int64_t t1) {
-  const int64_t n = t1 - t0;
-  Tensor rows = out.narrow(0, t0, n).view({n * x.size(1), w.size(0)});
-  at::mm_out(rows, x.narrow(0, t0, n).reshape({n * x.size(1), x.size(2)}), w.t());
-}
-
 // Σ_t a_t^T b_t for a [T, B, M], b [T, B, N] → [M, N] (one GEMM over all steps). `a` may be a
 // narrowed view of a wider buffer: flattened to 2-D first, so BLAS reads it in place (no copy).
 inline Tensor rows2d(const Tensor& a) {
+  if (a.dim() == 2) return a;  // BLAS reads any row stride
   if (a.is_contiguous()) return a.view({-1, a.size(-1)});
   if (a.stride(0) == a.size(1) * a.stride(1))  // e.g. a narrowed last dim: rows merge in place
     return a.as_strided({a.size(0) * a.size(1), a.size(2)}, {a.stride(1), a.stride(2)});
@@ -117,6 +109,52 @@ inline Tensor gemm_tn_prev(const Tensor& a, const Tensor& h0, const Tensor& hs) 
   auto out = at::mm(a2.narrow(0, 0, B).t(), h0);
   if (T > 1) out.addmm_(a2.narrow(0, B, (T - 1) * B).t(), h2.narrow(0, 0, (T - 1) * B));
   return out;
+}
+
+// Where each step's rows live. Dense sequences ([T, B, ·] tensors): step t is rows [tB, (t+1)B) of
+// the flattened [T·B, ·] view. Packed ones (a PackedSequence's data [N, ·], longest sequence first,
+// batch_sizes n_0 ≥ n_1 ≥ …) hold only the sequences still running: rows [off_t, off_t + n_t), so
+// step t's sequences are the prefix [0, n_t) of the batch, and step t+1's a prefix of step t's.
+struct StepRows {
+  int64_t T, B;
+  bool packed;
+  std::vector<int64_t> off;  // T + 1 row offsets
+  int64_t n(int64_t t) const { return off[t + 1] - off[t]; }
+  int64_t count(int64_t t0, int64_t t1) const { return off[t1] - off[t0]; }
+};
+
+// x [T, B, I] (batch_sizes absent) or packed x [N, I] with batch_sizes [T] (int64, CPU)
+inline StepRows step_rows(const Tensor& x, const c10::optional<Tensor>& batch_sizes) {
+  StepRows r;
+  r.packed = batch_sizes.has_value() && batch_sizes->defined();
+  if (!r.packed) {
+    r.T = x.size(0), r.B = x.size(1);
+    for (int64_t t = 0; t <= r.T; ++t) r.off.push_back(t * r.B);
+    return r;
+  }
+  const Tensor bs = batch_sizes->to(at::kLong).contiguous();
+  const int64_t* n = bs.data_ptr<int64_t>();
+  r.T = bs.numel(), r.B = r.T > 0 ? n[0] : 0;
+  r.off.assign(1, 0);
+  for (int64_t t = 0; t < r.T; ++t) r.off.push_back(r.off.back() + n[t]);
+  return r;
+}
+
+// The rows of steps [t0, t1) of a [T, B, F] (dense) or [N, F] (packed) tensor as a 2-D block: a
+// view when the tensor is contiguous (the kernels' own buffers always are).
+inline Tensor step_block(const Tensor& a, const StepRows& r, int64_t t0, int64_t t1) {
+  if (r.packed) return a.narrow(0, r.off[t0], r.count(t0, t1));
+  return rows2d(a.narrow(0, t0, t1 - t0));
+}
+
+// Input projection of the steps [t0, t1) as one GEMM: x rows @ w^T into the same rows of out
+// (contiguous). The bias is not added here: `addmm` first copies the broadcast bias into the whole
+// output (LSTM B=64 H=64: 0.74 of its 1.55 ms), so the kernels add it row by row in the gate pass
+// instead (add_row).
+inline void project_into(Tensor& out, const Tensor& x, const Tensor& w, const StepRows& r, int64_t t0,
+                         int64_t t1) {
+  Tensor rows = step_block(out, r, t0, t1);
+  at::mm_out(rows, step_block(x, r, t0, t1), w.t());
 }
 
 // The order a run visits its steps: s-th step processed → time index t, forward (t = s) or, for the
@@ -150,11 +188,11 @@ inline int64_t chunk_steps(int64_t T, int64_t B, int64_t width) {
   return std::max<int64_t>(1, std::min<int64_t>(T, std::max(floor_steps, cap)));
 }
 
-// The upstream gradient of steps [t0, t1) as a contiguous [t1-t0, B, H] block: a view when the
+// The upstream gradient of steps [t0, t1) as a contiguous [rows, H] block: a view when the
 // gradient is contiguous, else a copy of those steps only, so a broadcast gradient (out.sum()'s is
 // an expanded scalar) is never materialised for the whole sequence at once.
-inline Tensor grad_steps(const Tensor& dhs, int64_t t0, int64_t t1) {
-  return dhs.narrow(0, t0, t1 - t0).contiguous();
+inline Tensor grad_steps(const Tensor& dhs, const StepRows& r, int64_t t0, int64_t t1) {
+  return step_block(dhs, r, t0, t1).contiguous();
 }
 
 // out += Σ_{t in [t0, t0+n)} a_t^T h_{t-1}  (h_{-1} = h0), a: the chunk's [n, B, M] rows.
@@ -190,18 +228,54 @@ inline Tensor prev_states(const Tensor& h0, const Tensor& hs, int64_t t0, int64_
   return at::cat({h0.unsqueeze(0), hs.narrow(0, 0, n - 1)}, 0);
 }
 
-// The input weights' gradients of a chunk [t0, t0+n): dW_ih += da^T x, db += Σ da.
-inline void add_weight_grads(const Tensor& da, const Tensor& x, int64_t t0, Tensor& dw_ih, Tensor& db) {
+// The input weights' gradients of a chunk of steps [t0, t1): dW_ih += da^T x, db += Σ da
+// (da: the chunk's [rows, G] pre-activation gradients).
+inline void add_weight_grads(const Tensor& da, const Tensor& x, const StepRows& r, int64_t t0, int64_t t1,
+                             Tensor& dw_ih, Tensor& db) {
   auto a2 = rows2d(da);
-  dw_ih.addmm_(a2.t(), rows2d(x.narrow(0, t0, da.size(0))));
+  dw_ih.addmm_(a2.t(), step_block(x, r, t0, t1));
   db.add_(a2.sum(0));
 }
 
-// The input gradient of a chunk: dx[t0 : t0+n] = da W_ih (nothing when dx is empty: not needed).
-inline void input_grad(const Tensor& da, const Tensor& w_ih, int64_t t0, Tensor& dx) {
+// The input gradient of a chunk of steps [t0, t1): its rows of dx = da W_ih (nothing when dx is
+// empty: not needed).
+inline void input_grad(const Tensor& da, const Tensor& w_ih, const StepRows& r, int64_t t0, int64_t t1,
+                       Tensor& dx) {
   if (dx.numel() == 0) return;
-  auto rows = dx.narrow(0, t0, da.size(0)).view({-1, dx.size(2)});  // contiguous: dx is [T, B, I]
+  auto rows = step_block(dx, r, t0, t1);  // a view: dx is allocated contiguous
   at::mm_out(rows, rows2d(da), w_ih);
+}
+
+// Packed layout: the states entering the steps [t0, t1), gathered row by row into a [rows, H]
+// block (h_{t-1}: rows [0, n_t) of step t-1, or of h0 at t = 0; reverse: h_{t+1} for the
+// n_{t+1} sequences still running at t+1, h0 for those whose reverse run starts at t).
+inline Tensor packed_prev_states(const Tensor& h0, const Tensor& hs, const StepRows& r, int64_t t0,
+                                 int64_t t1, bool reverse) {
+  const int64_t H = hs.size(-1);
+  auto out = at::empty({r.count(t0, t1), H}, hs.options());
+  const int64_t bytes = H * int64_t(hs.element_size());
+  const char* h0v = static_cast<const char*>(h0.data_ptr());
+  const char* hv = static_cast<const char*>(hs.data_ptr());
+  char* o = static_cast<char*>(out.data_ptr());
+  for (int64_t t = t0; t < t1; ++t) {
+    char* dst = o + (r.off[t] - r.off[t0]) * bytes;
+    const int64_t n = r.n(t);
+    const int64_t from_hs = reverse ? (t + 1 < r.T ? r.n(t + 1) : 0) : (t > 0 ? n : 0);
+    const int64_t src_row = reverse ? (t + 1 < r.T ? r.off[t + 1] : 0) : (t > 0 ? r.off[t - 1] : 0);
+    std::memcpy(dst, hv + src_row * bytes, from_hs * bytes);
+    std::memcpy(dst + from_hs * bytes, h0v + from_hs * bytes, (n - from_hs) * bytes);
+  }
+  return out;
+}
+
+// dW += Σ_{t in [t0, t1)} da_t^T h_prev(t) for the chunk's da [rows, G] (h_prev as StepOrder).
+inline void add_prev_grads(Tensor out, const Tensor& da, const Tensor& h0, const Tensor& hs,
+                           const StepRows& r, int64_t t0, int64_t t1, bool reverse) {
+  if (!r.packed) {
+    const int64_t n = t1 - t0;
+    return add_prev_gemm(out, da.view({n, r.B, da.size(-1)}), h0, hs, t0, reverse);
+  }
+  out.addmm_(rows2d(da).t(), packed_prev_states(h0, hs, r, t0, t1, reverse));
 }
 
 // Rows still running at each step when the mask has "prefix form" (batch sorted by decreasing

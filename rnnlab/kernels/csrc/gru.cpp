@@ -103,7 +103,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
         h = out;
       }
     };
-    run_projected(order, K, overlap, gi, x, w_ih, recurrence);
+    run_projected(order, step_rows(x, c10::nullopt), K, overlap, gi, x, w_ih, recurrence);
   });
   return {hs, ws};
 }
@@ -137,6 +137,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   auto h0c = h0.contiguous();
   auto whh = w_hh.contiguous();
   const StepOrder order{T, reverse};
+  const StepRows rows = step_rows(x, c10::nullopt);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_bwd", [&] {
     const scalar_t* hsv = hs_c.data_ptr<scalar_t>();
     const scalar_t* wsv = ws_c.data_ptr<scalar_t>();
@@ -169,7 +170,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {
       const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
       const int64_t t0 = span.first, t1 = span.second;
-      const Tensor g_chunk = grad_steps(dhs, t0, t1);
+      const Tensor g_chunk = grad_steps(dhs, rows, t0, t1);
       const scalar_t* go = g_chunk.data_ptr<scalar_t>();  // steps t0.. of dL/dh (from outside)
       scalar_t* dgiv = dgi[slot].data_ptr<scalar_t>();
       scalar_t* dghnv = after ? dghn[slot].data_ptr<scalar_t>() : nullptr;
@@ -217,7 +218,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     auto weight_grads = [&](int64_t slot, int64_t s0, int64_t s1) {
       const int64_t t0 = order.span(s0, s1).first, n = s1 - s0;
       auto dgi_c = dgi[slot].narrow(0, 0, n);
-      add_weight_grads(dgi_c, x, t0, dw_ih, db_ih);
+      add_weight_grads(dgi_c, x, rows, t0, t0 + n, dw_ih, db_ih);
       auto rz = dgi_c.narrow(2, 0, 2 * H);
       add_prev_gemm(dw_hh.narrow(0, 0, 2 * H), rz, h0c, hs_c, t0, reverse);
       db_hh.narrow(0, 0, 2 * H).add_(rows2d(rz).sum(0));
@@ -233,7 +234,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
       }
     };
     auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = dgi W_ih
-      input_grad(dgi[slot].narrow(0, 0, s1 - s0), w_ih, order.span(s0, s1).first, dx);
+      const auto span = order.span(s0, s1);
+      input_grad(dgi[slot].narrow(0, 0, s1 - s0), w_ih, rows, span.first, span.second, dx);
     };
     run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);
   });

@@ -83,7 +83,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
         c = cn;
       }
     };
-    run_projected(order, K, overlap, gates, x, w_ih, recurrence);
+    run_projected(order, step_rows(x, c10::nullopt), K, overlap, gates, x, w_ih, recurrence);
   });
   return {hs, cs, gates};
 }
@@ -121,6 +121,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   auto whh = w_hh.contiguous();
   auto whr = proj ? w_hr->contiguous() : Tensor();
   const StepOrder order{T, reverse};
+  const StepRows rows = step_rows(x, c10::nullopt);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_bwd", [&] {
     const scalar_t* csv = cs_c.data_ptr<scalar_t>();
     const scalar_t* gv = gates_c.data_ptr<scalar_t>();
@@ -160,8 +161,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       const int64_t t0 = span.first, t1 = span.second;
       scalar_t* dav = da[slot].data_ptr<scalar_t>();
       // the upstream gradients of the chunk's steps (copied per chunk only when not contiguous)
-      const Tensor gh_chunk = has_dh ? grad_steps(*dhs, t0, t1) : Tensor();
-      const Tensor gc_chunk = has_dc ? grad_steps(*dcs, t0, t1) : Tensor();
+      const Tensor gh_chunk = has_dh ? grad_steps(*dhs, rows, t0, t1) : Tensor();
+      const Tensor gc_chunk = has_dc ? grad_steps(*dcs, rows, t0, t1) : Tensor();
       const scalar_t* gh_out = has_dh ? gh_chunk.data_ptr<scalar_t>() : nullptr;
       const scalar_t* gc_out = has_dc ? gc_chunk.data_ptr<scalar_t>() : nullptr;
       if (split) return split_steps(s0, s1, t0, gh_out, gc_out, dav);
@@ -208,7 +209,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     auto weight_grads = [&](int64_t slot, int64_t s0, int64_t s1) {
       const int64_t t0 = order.span(s0, s1).first, n = s1 - s0;
       auto da_c = da[slot].narrow(0, 0, n);
-      add_weight_grads(da_c, x, t0, dw_ih, db);
+      add_weight_grads(da_c, x, rows, t0, t0 + n, dw_ih, db);
       add_prev_gemm(dw_hh, da_c, h0, hs_c, t0, reverse);
       if (proj) {  // dW_hr += Σ dh_t^T r_t,  r_t = o ⊙ tanh(c_t)
         auto r = gates_c.narrow(0, t0, n).narrow(2, 3 * H, H) * at::tanh(cs_c.narrow(0, t0, n));
@@ -216,7 +217,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       }
     };
     auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = da W_ih
-      input_grad(da[slot].narrow(0, 0, s1 - s0), w_ih, order.span(s0, s1).first, dx);
+      const auto span = order.span(s0, s1);
+      input_grad(da[slot].narrow(0, 0, s1 - s0), w_ih, rows, span.first, span.second, dx);
     };
     run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);
   });

@@ -147,12 +147,12 @@ void run_chunks(int64_t T, int64_t K, bool overlap, const Rec& rec, const Acc& a
 // thread B projects chunk j+1 while thread A runs chunk j's recurrence (A projects chunk 0
 // itself); otherwise one projection of all steps, then the recurrence.
 template <class Rec>
-void run_projected(const StepOrder& order, int64_t K, bool overlap, Tensor& out, const Tensor& x,
-                   const Tensor& w, const Rec& rec) {
+void run_projected(const StepOrder& order, const StepRows& rows, int64_t K, bool overlap, Tensor& out,
+                   const Tensor& x, const Tensor& w, const Rec& rec) {
   const int64_t T = order.T, chunks = (T + K - 1) / K;
   auto proj = [&](int64_t s0, int64_t s1) {
     const auto span = order.span(s0, s1);
-    project_into(out, x, w, span.first, span.second);
+    project_into(out, x, w, rows, span.first, span.second);
   };
   auto serial = [&] {
     proj(0, T);

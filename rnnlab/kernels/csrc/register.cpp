@@ -6,10 +6,11 @@
 
 namespace rnnlab {
 Tensor rnn_fwd(const Tensor&, const c10::optional<Tensor>&, const Tensor&, const Tensor&,
-               const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool, bool);
+               const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool, bool,
+               const c10::optional<Tensor>&);
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(const Tensor&, const Tensor&,
     const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool,
-    bool, bool);
+    bool, bool, const c10::optional<Tensor>&);
 std::tuple<Tensor, Tensor, Tensor> lstm_fwd(const Tensor&, const c10::optional<Tensor>&,
     const Tensor&, const Tensor&, const Tensor&, const Tensor&, const c10::optional<Tensor>&,
     const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool);
@@ -34,9 +35,10 @@ Tensor gru_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
 
 TORCH_LIBRARY(rnnlab, m) {
   m.def("rnn_fwd(Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
-        "Tensor? b_hh, bool relu, bool reverse=False) -> Tensor");
+        "Tensor? b_hh, bool relu, bool reverse=False, Tensor? batch_sizes=None) -> Tensor");
   m.def("rnn_bwd(Tensor dhs, Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, "
-        "Tensor hs, bool relu, bool need_dx, bool reverse=False) -> (Tensor, Tensor, Tensor, Tensor, Tensor)");
+        "Tensor hs, bool relu, bool need_dx, bool reverse=False, Tensor? batch_sizes=None) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("lstm_fwd(Tensor x, Tensor? mask, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
         "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse=False) -> (Tensor, Tensor, Tensor)");
   m.def("lstm_bwd(Tensor? dhs, Tensor? dcs, Tensor x, Tensor? mask, Tensor h0, Tensor c0, "

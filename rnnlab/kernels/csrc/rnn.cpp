@@ -5,22 +5,28 @@
 // bidirectional layer; h_{t+1} takes the place of h_{t-1}) on the input as it is: no reversed
 // copies. With a mask, state frozen on padded steps is the same as reversing each sequence within
 // its own length: a sequence's reverse pass starts from h0 at its last valid step.
+// Packed input (batch_sizes given; common.h StepRows): x [N, I] → hs [N, H], step t holding only
+// the n_t sequences still running; a reverse step takes h_{t+1} for the n_{t+1} sequences that ran
+// at t+1 and h0 for the others (their reverse run starts at t).
 #include "split.h"
 
 namespace rnnlab {
 
-// x [T,B,I], h0 [B,H], w_ih [H,I], w_hh [H,H] → hs [T,B,H]
+// x [T,B,I] (or packed [N,I]), h0 [B,H], w_ih [H,I], w_hh [H,H] → hs [T,B,H] (or [N,H])
 Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
                const Tensor& w_ih, const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
-               const c10::optional<Tensor>& b_hh, bool relu, bool reverse) {
+               const c10::optional<Tensor>& b_hh, bool relu, bool reverse,
+               const c10::optional<Tensor>& batch_sizes) {
   const bool has_bias = b_ih.has_value() && b_ih->defined();
   const Tensor bias = has_bias ? (*b_ih + *b_hh).contiguous() : Tensor();
-  const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), K = chunk_steps(T, B, H);
+  const StepRows rows = step_rows(x, batch_sizes);
+  const int64_t T = rows.T, B = rows.B, H = h0.size(1), K = chunk_steps(T, B, H);
   // B = 1: both cores in the recurrence (split.h); else the input projection of the next chunk
   // overlaps this chunk's recurrence (pipeline.h)
-  const bool split = split_units(B, mask.has_value() && mask->defined(), H * H);
+  const bool split = !rows.packed && split_units(B, mask.has_value() && mask->defined(), H * H);
   const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * H * H, false);
-  auto hs = at::empty({T, B, H}, x.options());  // a_t input part, overwritten with h_t
+  // a_t input part, overwritten with h_t
+  auto hs = rows.packed ? at::empty({x.size(0), H}, x.options()) : at::empty({T, B, H}, x.options());
   auto whh = w_hh.contiguous();
   auto h0c = h0.contiguous();
   const StepOrder order{T, reverse};
@@ -31,7 +37,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
     const scalar_t* h = h0c.data_ptr<scalar_t>();
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, H, true, B, H, H);  // a += h_{t-1} W_hh^T
-    const auto active = active_rows(m, T, B);
+    const auto active = rows.packed ? std::vector<int64_t>() : active_rows(m, T, B);
     auto activate = [&](scalar_t* __restrict a, int64_t n) {
       if (relu) {
         RNNLAB_SIMD for (int64_t j = 0; j < n; ++j) a[j] = a[j] > 0 ? a[j] : scalar_t(0);
@@ -53,9 +59,18 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
       if (split) return split_recurrence(s0, s1);
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
-        scalar_t* a = out + t * B * H;
-        step(h, H, 1, a, H, active[t]);
-        for_range(B, H, [&](int64_t b0, int64_t b1) {
+        scalar_t* a = out + rows.off[t] * H;
+        const int64_t n = rows.packed ? rows.n(t) : B;
+        if (!rows.packed) {
+          step(h, H, 1, a, H, active[t]);
+        } else if (!reverse || t + 1 == T) {  // h: step t-1's rows (a superset), or h0
+          step(h, H, 1, a, H, n);
+        } else {  // h_{t+1} for the n_{t+1} sequences that ran at t+1, h0 for the rest
+          const int64_t ran = rows.n(t + 1);
+          step(out + rows.off[t + 1] * H, H, 1, a, H, ran);
+          step(h0c.data_ptr<scalar_t>() + ran * H, H, 1, a + ran * H, H, n - ran);
+        }
+        for_range(n, H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
             scalar_t* ab = a + b * H;
             const scalar_t* hb = h + b * H;
@@ -71,7 +86,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
         h = a;
       }
     };
-    run_projected(order, K, overlap, hs, x, w_ih, recurrence);
+    run_projected(order, rows, K, overlap, hs, x, w_ih, recurrence);
   });
   return hs;
 }
@@ -79,21 +94,23 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
 // Returns (dx, dh0, dw_ih, dw_hh, db); dx is empty when need_dx is false.
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const Tensor& dhs, const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
-    const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, bool relu, bool need_dx, bool reverse) {
-  const int64_t T = x.size(0), B = x.size(1), H = h0.size(1);
+    const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, bool relu, bool need_dx, bool reverse,
+    const c10::optional<Tensor>& batch_sizes) {
+  const StepRows rows = step_rows(x, batch_sizes);
+  const int64_t T = rows.T, B = rows.B, H = h0.size(1);
   // B = 1: both cores in the recurrence (split.h); else the weight gradients of one chunk overlap
   // the next chunk's recurrence (pipeline.h)
-  const bool split = split_units(B, mask.has_value() && mask->defined(), H * H);
+  const bool split = !rows.packed && split_units(B, mask.has_value() && mask->defined(), H * H);
   const int64_t K = split ? split_chunk(T) : chunk_steps(T, B, H);
   const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * H * H, true);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
-  // each slot's chunk of pre-activation gradients: where the upstream gradient's chunk is a
-  // private copy (it was not contiguous, e.g. the expanded one of out.sum()), da overwrites that
-  // copy in place, else a buffer of the slot's own (allocated on first use)
+  // each slot's chunk of pre-activation gradients [rows, H]: where the upstream gradient's chunk
+  // is a private copy (it was not contiguous, e.g. the expanded one of out.sum()), da overwrites
+  // that copy in place, else a buffer of the slot's own (allocated on first use)
   std::vector<Tensor> da(slots), da_buf(slots);
   auto dh = at::zeros({B, H}, x.options());
   auto partials = split ? at::empty({2, 2, H}, x.options()) : Tensor();
-  auto dx = need_dx ? at::empty({T, B, x.size(2)}, x.options()) : at::empty({0}, x.options());
+  auto dx = need_dx ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
   auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
   auto db = at::zeros({H}, x.options());
   auto hs_c = hs.contiguous();
@@ -105,7 +122,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const bool* m = mask_ptr(mask);
     const scalar_t* w = whh.data_ptr<scalar_t>();
     const StepGemm<scalar_t> step(w, H, false, B, H, H);  // dh += da W_hh
-    const auto active = active_rows(m, T, B);
+    const auto active = rows.packed ? std::vector<int64_t>() : active_rows(m, T, B);
     // B = 1 on both cores, own units u: dh[u] = Σ both partials of the step before (split.h)
     auto split_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* g_out, scalar_t* da0) {
       const Partials<scalar_t> parts{partials.data_ptr<scalar_t>(), H};
@@ -126,11 +143,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {
       const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
       const int64_t t0 = span.first, t1 = span.second;
-      const Tensor g_chunk = grad_steps(dhs, t0, t1);
+      const Tensor g_chunk = grad_steps(dhs, rows, t0, t1);
       const scalar_t* g_out = g_chunk.data_ptr<scalar_t>();  // steps t0.. of dL/dh (from outside)
       if (g_chunk.is_alias_of(dhs)) {
-        if (!da_buf[slot].defined()) da_buf[slot] = at::empty({K, B, H}, x.options());
-        da[slot] = da_buf[slot].narrow(0, 0, t1 - t0);
+        if (!da_buf[slot].defined()) da_buf[slot] = at::empty({K * B, H}, x.options());
+        da[slot] = da_buf[slot].narrow(0, 0, rows.count(t0, t1));
       } else {
         da[slot] = g_chunk;  // da_t[j] may replace g_t[j]
       }
@@ -138,10 +155,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
       if (split) return split_steps(s0, s1, t0, g_out, da0);
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s);
-        scalar_t* da_t = da0 + (t - t0) * B * H;
-        for_range(B, H, [&](int64_t b0, int64_t b1) {
+        const int64_t n = rows.packed ? rows.n(t) : B, r0 = rows.off[t] - rows.off[t0];
+        scalar_t* da_t = da0 + r0 * H;
+        for_range(n, H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
-            const int64_t o = (t * B + b) * H, og = ((t - t0) * B + b) * H;
+            const int64_t o = (rows.off[t] + b) * H, og = (r0 + b) * H;
             scalar_t* dhb = dhv + b * H;
             scalar_t* dab = da_t + b * H;
             if (m && !m[t * B + b]) {  // padded: gradient passes to h_{t-1} untouched
@@ -157,16 +175,19 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
             }
           }
         });
-        step(da_t, H, 1, dhv, H, active[t]);
+        // dh[:n] += da_t W_hh: the state entering step t of each running sequence (packed and
+        // reverse: rows past n_{t+1} are h0's gradient, never touched again)
+        step(da_t, H, 1, dhv, H, rows.packed ? n : active[t]);
       }
     };
     auto weight_grads = [&](int64_t slot, int64_t s0, int64_t s1) {
-      const int64_t t0 = order.span(s0, s1).first;
-      add_weight_grads(da[slot], x, t0, dw_ih, db);
-      add_prev_gemm(dw_hh, da[slot], h0, hs_c, t0, reverse);
+      const auto span = order.span(s0, s1);
+      add_weight_grads(da[slot], x, rows, span.first, span.second, dw_ih, db);
+      add_prev_grads(dw_hh, da[slot], h0, hs_c, rows, span.first, span.second, reverse);
     };
     auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = da W_ih
-      input_grad(da[slot], w_ih, order.span(s0, s1).first, dx);
+      const auto span = order.span(s0, s1);
+      input_grad(da[slot], w_ih, rows, span.first, span.second, dx);
     };
     run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);
   });
