@@ -159,12 +159,9 @@ class RNNBase(nn.Module):
         PackedSequence's data ``(N, F)`` and the states come back packed alike ``(N, ·)``."""
         raise NotImplementedError
 
-    # families whose fused kernels address a PackedSequence's rows directly
-    _packed_kernels = False
-
     def _packed_rows(self, data: Tensor) -> bool:
-        """Whether packed input runs packed (no padded copies): the family's fused kernels."""
-        return self._packed_kernels and kernels.backend(data.device, data.dtype) == "fused"
+        """Whether packed input runs packed (no padded copies): on the fused kernels."""
+        return kernels.backend(data.device, data.dtype) == "fused"
 
     def _state_shapes(self, batch: int) -> list[tuple[int, ...]]:
         return [(self.num_layers * self.num_directions, batch, self.proj_size or self.hidden_size)]
@@ -332,8 +329,6 @@ class RNN(RNNBase):
         relu = self.nonlinearity == "relu"
         return (torch.ops.rnnlab.rnn_step(x, state[0], w_ih, w_hh, b_ih, b_hh, relu),)
 
-    _packed_kernels = True
-
     def _run(self, x, mask, state, params, reverse=False, batch_sizes=None):  # type: ignore[no-untyped-def]
         w_ih, w_hh, b_ih, b_hh, _ = params
         nl = self.nonlinearity
@@ -361,7 +356,7 @@ class LSTM(RNNBase):
         return tuple(torch.ops.rnnlab.lstm_step(x, state[0], state[1], *params))
 
     def _run(self, x, mask, state, params, reverse=False, batch_sizes=None):  # type: ignore[no-untyped-def]
-        hs, cs, _ = kernels.lstm(x, mask, state[0], state[1], *params, reverse)
+        hs, cs, _ = kernels.lstm(x, mask, state[0], state[1], *params, reverse, batch_sizes)
         return hs, cs
 
     @property
@@ -411,7 +406,7 @@ class GRU(RNNBase):
 
     def _run(self, x, mask, state, params, reverse=False, batch_sizes=None):  # type: ignore[no-untyped-def]
         w_ih, w_hh, b_ih, b_hh, _ = params
-        hs, _ = kernels.gru(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.reset, reverse)
+        hs, _ = kernels.gru(x, mask, state[0], w_ih, w_hh, b_ih, b_hh, self.reset, reverse, batch_sizes)
         return (hs,)
 
     @property

@@ -76,8 +76,8 @@ def _packed_function(layer, lengths):
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_gradcheck_and_gradgradcheck_packed(case):
-    """Packed input: on the fused path the RNN kernels address the packed rows directly (and the
-    double backward pads them for the reference BPTT); the other families unpack it."""
+    """Packed input: on the fused path the kernels address the packed rows directly (and the
+    double backward pads them for the reference BPTT)."""
     layer = CASES[case]()
     d = layer.num_layers * layer.num_directions
     x = torch.randn(5, 3, 3, dtype=torch.float64, requires_grad=True)
@@ -91,7 +91,7 @@ def test_gradcheck_and_gradgradcheck_packed(case):
 
 
 def test_packed_rnn_runs_on_packed_rows(monkeypatch):
-    """The fused RNN takes the packed data itself (x (N, I) with batch_sizes), no padded copy;
+    """The fused kernels take the packed data itself (x (N, I) with batch_sizes), no padded copy;
     the reference path gets it padded."""
     seen = []
     run = kernels.rnn

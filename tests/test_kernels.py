@@ -115,9 +115,9 @@ def test_fused_backward_in_several_chunks(variant, grad, threads):
 @pytest.mark.parametrize("shape", [(6, 4), (300, 64)], ids=["short", "chunked"])
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_fused_packed_matches_reference(variant, shape, threads):
-    """PackedSequence input, 2 layers, both directions, fp64: on the fused path the RNN kernels
-    work on the packed rows themselves (step t's n_t rows at Σ_{s<t} n_s; a reverse step takes
-    h0 for the sequences whose reverse run starts there), the others on the unpacked steps. The
+    """PackedSequence input, 2 layers, both directions, fp64: on the fused path the kernels work
+    on the packed rows themselves (step t's n_t rows at Σ_{s<t} n_s; a reverse step takes h0 for
+    the sequences whose reverse run starts there); the reference path on the unpacked steps. The
     long case runs the backward in several chunks (as a pipeline with two threads)."""
     steps, batch = shape
     cls, kw = VARIANTS[variant]

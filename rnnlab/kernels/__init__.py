@@ -164,11 +164,14 @@ def rnn(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
 
 
 def lstm(x: Tensor, mask: Tensor | None, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor,
-         b_ih: Tensor | None, b_hh: Tensor | None, w_hr: Tensor | None, reverse: bool = False
-         ) -> tuple[Tensor, Tensor, Tensor]:
+         b_ih: Tensor | None, b_hh: Tensor | None, w_hr: Tensor | None, reverse: bool = False,
+         batch_sizes: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """One LSTM layer/direction → ``(hs, cs, workspace)``; on the oneDNN path ``cs`` holds only
-    the final cell state ``(1, B, H)`` (all the layer needs of it). ``reverse`` as in ``rnn``
-    (only ``hs``/``cs`` are flipped back on the reference path)."""
+    the final cell state ``(1, B, H)`` (all the layer needs of it). ``reverse`` and
+    ``batch_sizes`` as in ``rnn`` (only ``hs``/``cs`` are flipped back on the reference path)."""
+    if batch_sizes is not None:
+        return torch.ops.rnnlab.lstm_fwd(x, None, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
+                                         batch_sizes)
     train = _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     if uses_onednn("lstm", x, mask, c0.shape[1], train, proj=w_hr is not None):
         hs, _, c_t, ws = torch.ops.rnnlab.onednn_fwd(2, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, train,
@@ -183,11 +186,14 @@ def lstm(x: Tensor, mask: Tensor | None, h0: Tensor, c0: Tensor, w_ih: Tensor, w
 
 
 def gru(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
-        b_ih: Tensor | None, b_hh: Tensor | None, reset: str, reverse: bool = False
-        ) -> tuple[Tensor, Tensor]:
-    """One GRU layer/direction → ``(hs, workspace)``; ``reverse`` as in ``rnn`` (only ``hs`` is
-    flipped back on the reference path)."""
+        b_ih: Tensor | None, b_hh: Tensor | None, reset: str, reverse: bool = False,
+        batch_sizes: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """One GRU layer/direction → ``(hs, workspace)``; ``reverse`` and ``batch_sizes`` as in
+    ``rnn`` (only ``hs`` is flipped back on the reference path)."""
     keep = _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh)  # the workspace only matters for a backward
+    if batch_sizes is not None:
+        return torch.ops.rnnlab.gru_fwd(x, None, h0, w_ih, w_hh, b_ih, b_hh, reset == "after", keep,
+                                        reverse, batch_sizes)
     if reset == "after" and uses_onednn("gru", x, mask, h0.shape[1], keep):
         hs, _, _, ws = torch.ops.rnnlab.onednn_fwd(3, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, keep,
                                                    reverse)

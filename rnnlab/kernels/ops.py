@@ -57,25 +57,27 @@ def _reverse_arg(inputs: tuple, index: int) -> bool:
 class _Padded:
     """Packed ``(N, ·)`` rows ↔ padded ``(T, B, ·)`` steps, for the reference backward (double
     backward) of an op that ran on packed rows. Padded states are frozen as the padded layout's
-    kernels leave them: after a sequence's end its last state; for a reverse run, ``h0`` (its
-    reverse pass starts from ``h0`` at its last step)."""
+    kernels leave them: after a sequence's end its last state; for a reverse run, the initial
+    state (its reverse pass starts from it at its last step)."""
 
-    def __init__(self, batch_sizes: Tensor, h0: Tensor, reverse: bool) -> None:
-        self.batch_sizes, self.h0, self.reverse = batch_sizes, h0, reverse
+    def __init__(self, batch_sizes: Tensor, reverse: bool, device: torch.device) -> None:
+        self.reverse = reverse
         steps, batch = batch_sizes.numel(), int(batch_sizes[0])
         valid = torch.arange(batch).unsqueeze(0) < batch_sizes.unsqueeze(1)  # (T, B)
-        self.valid = valid.to(h0.device)
+        self.valid = valid.to(device)
         self.mask = self.valid.unsqueeze(-1)  # (T, B, 1)
         self.steps, self.batch = steps, batch
 
-    def pad(self, rows: Tensor) -> Tensor:
+    def pad(self, rows: Tensor | None) -> Tensor | None:
+        if rows is None:
+            return None
         out = rows.new_zeros(self.steps, self.batch, rows.shape[-1])
         return out.masked_scatter(self.mask, rows.contiguous())
 
-    def pad_states(self, rows: Tensor) -> Tensor:
+    def pad_states(self, rows: Tensor, initial: Tensor) -> Tensor:
         padded = self.pad(rows)
         if self.reverse:
-            return torch.where(self.mask, padded, self.h0.unsqueeze(0))
+            return torch.where(self.mask, padded, initial.unsqueeze(0))
         # forward: each sequence's last state carried over its padded steps
         lengths = self.valid.sum(0)  # (B,)
         last = padded[lengths - 1, torch.arange(self.batch, device=padded.device)]  # (B, H)
@@ -101,26 +103,33 @@ def _register() -> None:
                 torch.empty_like(w_hh), w_hh.new_empty(w_hh.shape[0]))
 
     @torch.library.register_fake(lib + "lstm_fwd")
-    def _(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse=False):  # type: ignore[no-untyped-def]
+    def _(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse=False, batch_sizes=None):  # type: ignore[no-untyped-def]
+        if batch_sizes is not None:  # packed: x (N, I) → (N, ·)
+            rows = x.shape[0]
+            return (x.new_empty(rows, h0.shape[1]), x.new_empty(rows, c0.shape[1]),
+                    x.new_empty(rows, w_ih.shape[0]))
         steps, batch = x.shape[0], x.shape[1]
         return (x.new_empty(steps, batch, h0.shape[1]), x.new_empty(steps, batch, c0.shape[1]),
                 x.new_empty(steps, batch, w_ih.shape[0]))
 
     @torch.library.register_fake(lib + "lstm_bwd")
     def _(dhs, dcs, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates, need_dx,  # type: ignore[no-untyped-def]
-          reverse=False):
+          reverse=False, batch_sizes=None):
         dw_hr = torch.empty_like(w_hr) if w_hr is not None else x.new_empty(0)
         return (_dx(x, need_dx), torch.empty_like(h0), torch.empty_like(c0),
                 torch.empty_like(w_ih), torch.empty_like(w_hh), w_ih.new_empty(w_ih.shape[0]), dw_hr)
 
     @torch.library.register_fake(lib + "gru_fwd")
-    def _(x, mask, h0, w_ih, w_hh, b_ih, b_hh, after, keep, reverse=False):  # type: ignore[no-untyped-def]
-        steps, batch, hid = x.shape[0], x.shape[1], h0.shape[1]
-        return (x.new_empty(steps, batch, hid),
-                x.new_empty(steps if keep else 1, batch, (4 if after else 3) * hid))
+    def _(x, mask, h0, w_ih, w_hh, b_ih, b_hh, after, keep, reverse=False, batch_sizes=None):  # type: ignore[no-untyped-def]
+        hid, width = h0.shape[1], (4 if after else 3) * h0.shape[1]
+        if batch_sizes is not None:  # packed: x (N, I) → (N, H), workspace (N or B rows, width)
+            ws = x.new_empty(x.shape[0], width) if keep else x.new_empty(1, h0.shape[0], width)
+            return x.new_empty(x.shape[0], hid), ws
+        steps, batch = x.shape[0], x.shape[1]
+        return (x.new_empty(steps, batch, hid), x.new_empty(steps if keep else 1, batch, width))
 
     @torch.library.register_fake(lib + "gru_bwd")
-    def _(dhs, x, mask, h0, w_ih, w_hh, hs, ws, after, need_dx, reverse=False):  # type: ignore[no-untyped-def]
+    def _(dhs, x, mask, h0, w_ih, w_hh, hs, ws, after, need_dx, reverse=False, batch_sizes=None):  # type: ignore[no-untyped-def]
         return (_dx(x, need_dx), torch.empty_like(h0), torch.empty_like(w_ih),
                 torch.empty_like(w_hh), w_ih.new_empty(w_ih.shape[0]),
                 w_hh.new_empty(w_hh.shape[0]))
@@ -152,9 +161,9 @@ def _register() -> None:
         if dhs is None:
             return (None,) * 10
         if torch.is_grad_enabled():  # double backward: differentiable reference BPTT
-            packed = _Padded(rows, h0, ctx.reverse) if rows is not None else None
+            packed = _Padded(rows, ctx.reverse, x.device) if rows is not None else None
             if packed is not None:  # the reference runs on padded steps with a mask
-                dhs, x, hs, mask = packed.pad(dhs), packed.pad(x), packed.pad_states(hs), packed.mask
+                dhs, x, hs, mask = packed.pad(dhs), packed.pad(x), packed.pad_states(hs, h0), packed.mask
             flip = _flip if ctx.reverse else _same  # a reverse run is a forward run in flipped time
             dx, dh0, dw_ih, dw_hh, db = rnn_backward(
                 flip(dhs), flip(x), flip(mask), h0, w_ih, w_hh, flip(hs),
@@ -176,24 +185,33 @@ def _register() -> None:
         x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = inputs[:9]
         ctx.set_materialize_grads(False)
         ctx.reverse = _reverse_arg(inputs, 9)
+        ctx.batch_sizes = inputs[10] if len(inputs) > 10 else None
         ctx.save_for_backward(x, mask, h0, c0, w_ih, w_hh, w_hr, *output)
 
     def lstm_grad(ctx: Any, dhs: Tensor | None, dcs: Tensor | None, dg: Tensor | None) -> tuple:
         x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates = ctx.saved_tensors
-        needs = ctx.needs_input_grad
+        needs, rows = ctx.needs_input_grad, ctx.batch_sizes
         if dg is not None or torch.is_grad_enabled():
+            packed = _Padded(rows, ctx.reverse, x.device) if rows is not None else None
+            if packed is not None:  # the reference runs on padded steps with a mask
+                dhs, dcs, dg, x = packed.pad(dhs), packed.pad(dcs), packed.pad(dg), packed.pad(x)
+                hs, cs = packed.pad_states(hs, h0), packed.pad_states(cs, c0)
+                gates, mask = packed.pad(gates), packed.mask
             f = _flip if ctx.reverse else _same  # a reverse run is a forward run in flipped time
             grads = lstm_backward(f(dhs), f(dcs), f(dg), f(x), f(mask), h0, c0, w_ih, w_hh, w_hr,
                                   f(hs), f(cs), f(gates), needs[0])
-            grads = (f(grads[0]), *grads[1:])
+            dx = f(grads[0])
+            if packed is not None and dx is not None:
+                dx = packed.pack(dx)
+            grads = (dx, *grads[1:])
         elif dhs is None and dcs is None:
-            return (None,) * 10
+            return (None,) * 11
         else:
             grads = torch.ops.rnnlab.lstm_bwd(dhs, dcs, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs,
-                                              gates, needs[0], ctx.reverse)
+                                              gates, needs[0], ctx.reverse, rows)
         dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = grads
         return (_maybe(dx), None, dh0, dc0, dw_ih, dw_hh, db if needs[6] else None,
-                db if needs[7] else None, _maybe(dw_hr), None)
+                db if needs[7] else None, _maybe(dw_hr), None, None)
 
     torch.library.register_autograd(lib + "lstm_fwd", lstm_grad, setup_context=lstm_setup)
 
@@ -202,24 +220,32 @@ def _register() -> None:
         ctx.set_materialize_grads(False)
         ctx.after = after
         ctx.reverse = _reverse_arg(inputs, 9)
+        ctx.batch_sizes = inputs[10] if len(inputs) > 10 else None
         ctx.save_for_backward(x, mask, h0, w_ih, w_hh, *output)
 
     def gru_grad(ctx: Any, dhs: Tensor | None, dws: Tensor | None) -> tuple:
         x, mask, h0, w_ih, w_hh, hs, ws = ctx.saved_tensors
-        needs = ctx.needs_input_grad
+        needs, rows = ctx.needs_input_grad, ctx.batch_sizes
         if dws is not None or torch.is_grad_enabled():
+            packed = _Padded(rows, ctx.reverse, x.device) if rows is not None else None
+            if packed is not None:  # the reference runs on padded steps with a mask
+                dhs, dws, x = packed.pad(dhs), packed.pad(dws), packed.pad(x)
+                hs, ws, mask = packed.pad_states(hs, h0), packed.pad(ws), packed.mask
             f = _flip if ctx.reverse else _same  # a reverse run is a forward run in flipped time
             grads = gru_backward(f(dhs), f(dws), f(x), f(mask), h0, w_ih, w_hh, f(hs), f(ws),
                                  ctx.after, needs[0])
-            grads = (f(grads[0]), *grads[1:])
+            dx = f(grads[0])
+            if packed is not None and dx is not None:
+                dx = packed.pack(dx)
+            grads = (dx, *grads[1:])
         elif dhs is None:
-            return (None,) * 10
+            return (None,) * 11
         else:
             grads = torch.ops.rnnlab.gru_bwd(dhs, x, mask, h0, w_ih, w_hh, hs, ws, ctx.after,
-                                             needs[0], ctx.reverse)
+                                             needs[0], ctx.reverse, rows)
         dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
         return (_maybe(dx), None, dh0, dw_ih, dw_hh, db_ih if needs[5] else None,
-                db_hh if needs[6] else None, None, None, None)
+                db_hh if needs[6] else None, None, None, None, None)
 
     torch.library.register_autograd(lib + "gru_fwd", gru_grad, setup_context=gru_setup)
 

@@ -268,6 +268,14 @@ inline Tensor packed_prev_states(const Tensor& h0, const Tensor& hs, const StepR
   return out;
 }
 
+// The states entering the steps [t0, t1) as a [rows, H] block (dense: materialised only when the
+// chunk starts at the sequence's first step, whose previous state is h0).
+inline Tensor chunk_prev_states(const Tensor& h0, const Tensor& hs, const StepRows& r, int64_t t0,
+                                int64_t t1, bool reverse) {
+  if (r.packed) return packed_prev_states(h0, hs, r, t0, t1, reverse);
+  return rows2d(prev_states(h0, hs, t0, t1 - t0, reverse));
+}
+
 // dW += Σ_{t in [t0, t1)} da_t^T h_prev(t) for the chunk's da [rows, G] (h_prev as StepOrder).
 inline void add_prev_grads(Tensor out, const Tensor& da, const Tensor& h0, const Tensor& hs,
                            const StepRows& r, int64_t t0, int64_t t1, bool reverse) {

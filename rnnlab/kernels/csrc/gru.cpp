@@ -2,18 +2,21 @@
 //   r = σ(gi_r + W_hr h + b_hr), z = σ(gi_z + W_hz h + b_hz), h_t = (1-z)⊙n + z⊙h
 //   after:  n = tanh(gi_n + r⊙(W_hn h + b_hn))      workspace [r|z|n|hn], hn = W_hn h + b_hn
 //   before: n = tanh(gi_n + W_hn (r⊙h) + b_hn)      workspace [r|z|n]
-// reverse = true walks t = T-1 … 0 with h_{t+1} as the previous state (see rnn.cpp).
+// reverse = true walks t = T-1 … 0 with h_{t+1} as the previous state (see rnn.cpp). Packed input
+// (batch_sizes): x, hs, ws hold each step's running sequences only, as in rnn.cpp.
 #include "split.h"
 
 namespace rnnlab {
 
 // x [T,B,I], h0 [B,H], w_ih [3H,I], w_hh [3H,H] → hs [T,B,H], ws [T (1 unless keep),B,4H or 3H]
+// (packed: x [N,I] → hs [N,H], ws [N or B rows, 4H or 3H])
 std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>& mask,
                                    const Tensor& h0, const Tensor& w_ih, const Tensor& w_hh,
                                    const c10::optional<Tensor>& b_ih,
                                    const c10::optional<Tensor>& b_hh, bool after, bool keep,
-                                   bool reverse) {
-  const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), W = after ? 4 * H : 3 * H;
+                                   bool reverse, const c10::optional<Tensor>& batch_sizes) {
+  const StepRows rows = step_rows(x, batch_sizes);
+  const int64_t T = rows.T, B = rows.B, H = h0.size(1), W = after ? 4 * H : 3 * H;
   // input projection; its bias (b_ih with the [r|z] part of b_hh folded in; b_hn stays separate:
   // reset "after" multiplies it by r) is added row by row in the gate pass
   const bool has_bias = b_ih.has_value() && b_ih->defined();
@@ -23,12 +26,16 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
   const int64_t K = chunk_steps(T, B, 3 * H);
   // B = 1, reset after: both cores in the recurrence (split.h); else the input projection of the
   // next chunk overlaps this chunk's recurrence (pipeline.h)
-  const bool split = after && split_units(B, mask.has_value() && mask->defined(), 3 * H * H);
+  const bool split =
+      after && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 3 * H * H);
   const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * 3 * H * H, false);
-  auto gi = at::empty({T, B, 3 * H}, x.options());  // input pre-activations
-  auto hs = at::empty({T, B, H}, x.options());
+  auto steps_of = [&](int64_t width) {  // a [T, B, width] tensor, or packed [N, width]
+    return rows.packed ? at::empty({x.size(0), width}, x.options()) : at::empty({T, B, width}, x.options());
+  };
+  auto gi = steps_of(3 * H);  // input pre-activations
+  auto hs = steps_of(H);
   // the workspace BPTT needs; without gradients one step's worth is reused (keep = false)
-  auto ws = at::empty({keep ? T : 1, B, W}, x.options());
+  auto ws = keep ? steps_of(W) : at::empty({1, B, W}, x.options());
   auto gh = at::zeros({B, 3 * H}, x.options());   // recurrent pre-activations of one step
   auto rh = at::empty({B, H}, x.options());       // r ⊙ h (reset="before")
   auto whh = w_hh.contiguous();
@@ -45,10 +52,10 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     const scalar_t* w = whh.data_ptr<scalar_t>();
     const scalar_t* bnv = bn.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
-    const scalar_t* h = h0c.data_ptr<scalar_t>();
+    const scalar_t* h0v = h0c.data_ptr<scalar_t>();
     const StepGemm<scalar_t> step_rz(w, H, true, B, after ? 3 * H : 2 * H, H);
     const StepGemm<scalar_t> step_n(w + 2 * H * H, H, true, B, H, H, 1);  // "before" only
-    const auto active = active_rows(m, T, B);
+    const auto active = rows.packed ? std::vector<int64_t>() : active_rows(m, T, B);
     auto split_recurrence = [&](int64_t s0, int64_t s1) {  // B = 1, reset after, own units u
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
         const int64_t t = order.at(s0 + i), tp = order.prev(t);
@@ -67,43 +74,44 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
       if (split) return split_recurrence(s0, s1);
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
+        const int64_t n = rows.packed ? rows.n(t) : B, act = rows.packed ? n : active[t];
+        const PrevRows<scalar_t> h = prev_rows(rows, order, t, hsv, h0v, H);  // h_{t-1}, by row
         // q = W_hh h_{t-1}: all rows for "after", the [r|z] rows first for "before" (its n rows
         // need r ⊙ h). Rows of finished sequences keep finite stale values, masked out below.
-        step_rz(h, H, 0, ghv, 3 * H, active[t]);
-        scalar_t* out = hsv + t * B * H;
-        scalar_t* g_t = giv + t * B * 3 * H;
-        scalar_t* s_t = wsv + (keep ? t : 0) * B * W;
+        h.gemm(step_rz, 0, ghv, 3 * H, act);
+        scalar_t* out = hsv + rows.off[t] * H;
+        scalar_t* g_t = giv + rows.off[t] * 3 * H;
+        scalar_t* s_t = wsv + (keep ? rows.off[t] : 0) * W;
         if (after) {
-          for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
+          for_range(n, 3 * H, [&](int64_t b0, int64_t b1) {
             for (int64_t b = b0; b < b1; ++b) {
               if (pb) add_row(g_t + b * 3 * H, pb, 3 * H);
-              gru_after_fwd_row(H, H, g_t + b * 3 * H, ghv + b * 3 * H, bnv, h + b * H, s_t + b * W,
+              gru_after_fwd_row(H, H, g_t + b * 3 * H, ghv + b * 3 * H, bnv, h.row(b), s_t + b * W,
                                 out + b * H);
             }
           });
         } else {
-          for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
+          for_range(n, 3 * H, [&](int64_t b0, int64_t b1) {
             for (int64_t b = b0; b < b1; ++b) {
               if (pb) add_row(g_t + b * 3 * H, pb, 3 * H);
-              gru_before_gates_row(H, g_t + b * 3 * H, ghv + b * 3 * H, h + b * H, s_t + b * W,
+              gru_before_gates_row(H, g_t + b * 3 * H, ghv + b * 3 * H, h.row(b), s_t + b * W,
                                    rhv + b * H);
             }
           });
-          step_n(rhv, H, 0, ghv + 2 * H, 3 * H, active[t]);
-          for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
+          step_n(rhv, H, 0, ghv + 2 * H, 3 * H, act);
+          for_range(n, 3 * H, [&](int64_t b0, int64_t b1) {
             for (int64_t b = b0; b < b1; ++b)
-              gru_before_out_row(H, g_t + b * 3 * H, ghv + b * 3 * H + 2 * H, bnv, h + b * H,
+              gru_before_out_row(H, g_t + b * 3 * H, ghv + b * 3 * H + 2 * H, bnv, h.row(b),
                                  s_t + b * W, out + b * H);
           });
         }
         if (m) {  // padded steps keep the previous state
           for (int64_t b = 0; b < B; ++b)
-            if (!m[t * B + b]) std::copy(h + b * H, h + (b + 1) * H, out + b * H);
+            if (!m[t * B + b]) std::copy(h.row(b), h.row(b) + H, out + b * H);
         }
-        h = out;
       }
     };
-    run_projected(order, step_rows(x, c10::nullopt), K, overlap, gi, x, w_ih, recurrence);
+    run_projected(order, rows, K, overlap, gi, x, w_ih, recurrence);
   });
   return {hs, ws};
 }
@@ -112,24 +120,26 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const Tensor& dhs, const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, const Tensor& ws, bool after,
-    bool need_dx, bool reverse) {
-  const int64_t T = x.size(0), B = x.size(1), H = h0.size(1), W = after ? 4 * H : 3 * H;
+    bool need_dx, bool reverse, const c10::optional<Tensor>& batch_sizes) {
+  const StepRows rows = step_rows(x, batch_sizes);
+  const int64_t T = rows.T, B = rows.B, H = h0.size(1), W = after ? 4 * H : 3 * H;
   // B = 1, reset after: both cores in the recurrence (split.h); else the weight gradients of one
   // chunk overlap the next chunk's recurrence (pipeline.h)
-  const bool split = after && split_units(B, mask.has_value() && mask->defined(), 3 * H * H);
+  const bool split =
+      after && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 3 * H * H);
   const int64_t K = split ? split_chunk(T) : chunk_steps(T, B, 3 * H);
   const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * H * 3 * H, true);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
-  auto dgi = at::empty({slots, K, B, 3 * H}, x.options());  // chunks of [dar|daz|dan]
+  auto dgi = at::empty({slots, K * B, 3 * H}, x.options());  // chunks' rows of [dar|daz|dan]
   // reset after: the recurrent pre-activation gradient [dar|daz|dan⊙r] differs from the input
   // one only in its n block, so only that block is kept for the weight gradient
-  auto dghn = after ? at::empty({slots, K, B, H}, x.options()) : Tensor();
+  auto dghn = after ? at::empty({slots, K * B, H}, x.options()) : Tensor();
   auto gh_step = after ? at::empty({B, 3 * H}, x.options()) : Tensor();
   auto dh = at::zeros({B, H}, x.options());
   auto partials = split ? at::empty({2, 2, H}, x.options()) : Tensor();
   auto drh = at::empty({B, H}, x.options());
   auto din_buf = at::empty({B, H}, x.options());
-  auto dx = need_dx ? at::empty({T, B, x.size(2)}, x.options()) : at::empty({0}, x.options());
+  auto dx = need_dx ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
   auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
   auto db_ih = at::zeros({3 * H}, x.options()), db_hh = at::zeros({3 * H}, x.options());
   auto hs_c = hs.contiguous();
@@ -137,7 +147,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   auto h0c = h0.contiguous();
   auto whh = w_hh.contiguous();
   const StepOrder order{T, reverse};
-  const StepRows rows = step_rows(x, c10::nullopt);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_bwd", [&] {
     const scalar_t* hsv = hs_c.data_ptr<scalar_t>();
     const scalar_t* wsv = ws_c.data_ptr<scalar_t>();
@@ -149,7 +158,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const bool* m = mask_ptr(mask);
     const StepGemm<scalar_t> back_all(w, H, false, B, H, after ? 3 * H : 2 * H);  // rows used
     const StepGemm<scalar_t> back_n(w + 2 * H * H, H, false, B, H, H, 1);        // "before"
-    const auto active = active_rows(m, T, B);
+    const auto active = rows.packed ? std::vector<int64_t>() : active_rows(m, T, B);
+    const scalar_t* h0v = h0c.data_ptr<scalar_t>();
     // B = 1, reset after, on both cores, own units u: dh[u] = Σ both partials of the step before
     auto split_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* go, scalar_t* dgiv,
                            scalar_t* dghnv) {
@@ -176,15 +186,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
       scalar_t* dghnv = after ? dghn[slot].data_ptr<scalar_t>() : nullptr;
       if (split) return split_steps(s0, s1, t0, go, dgiv, dghnv);
       for (int64_t s = s1 - 1; s >= s0; --s) {
-        const int64_t t = order.at(s), tp = order.prev(t);
-        const scalar_t* hp_all = order.inside(tp) ? hsv + tp * B * H : h0c.data_ptr<scalar_t>();
-        scalar_t* gi_t = dgiv + (t - t0) * B * 3 * H;
+        const int64_t t = order.at(s), r0 = rows.off[t] - rows.off[t0];  // step t's chunk rows
+        const int64_t n = rows.packed ? rows.n(t) : B, act = rows.packed ? n : active[t];
+        const PrevRows<scalar_t> hp = prev_rows(rows, order, t, hsv, h0v, H);  // h_{t-1}, by row
+        scalar_t* gi_t = dgiv + r0 * 3 * H;
         scalar_t* gh_t = ghs;  // this step's [dar|daz|dan⊙r] rows (reset after)
-        for_range(B, 3 * H, [&](int64_t b0, int64_t b1) {
+        for_range(n, 3 * H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
             scalar_t* d = dhv + b * H;
             scalar_t* din = dinv + b * H;
-            const scalar_t* gob = go + ((t - t0) * B + b) * H;
+            const scalar_t* gob = go + (r0 + b) * H;
             for (int64_t j = 0; j < H; ++j) din[j] = d[j] + gob[j];  // total gradient at h_t
             if (m && !m[t * B + b]) {  // padded: it passes to h_{t-1} untouched
               std::copy(din, din + H, d);
@@ -192,50 +203,52 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
               if (after) std::fill(gh_t + b * 3 * H, gh_t + (b + 1) * 3 * H, scalar_t(0));
               continue;
             }
-            const scalar_t* sb = wsv + (t * B + b) * W;
+            const scalar_t* sb = wsv + (rows.off[t] + b) * W;
             if (after)
-              gru_bwd_row<scalar_t, true>(H, H, sb, hp_all + b * H, din, gi_t + b * 3 * H,
-                                          gh_t + b * 3 * H, d);
+              gru_bwd_row<scalar_t, true>(H, H, sb, hp.row(b), din, gi_t + b * 3 * H, gh_t + b * 3 * H,
+                                          d);
             else
-              gru_bwd_row<scalar_t, false>(H, H, sb, hp_all + b * H, din, gi_t + b * 3 * H, nullptr, d);
+              gru_bwd_row<scalar_t, false>(H, H, sb, hp.row(b), din, gi_t + b * 3 * H, nullptr, d);
           }
         });
         if (after) {
-          back_all(gh_t, 3 * H, 1, dhv, H, active[t]);  // dh += dgh W_hh
-          for (int64_t b = 0; b < B; ++b)
-            std::copy(gh_t + b * 3 * H + 2 * H, gh_t + (b + 1) * 3 * H,
-                      dghnv + ((t - t0) * B + b) * H);
+          back_all(gh_t, 3 * H, 1, dhv, H, act);  // dh += dgh W_hh
+          for (int64_t b = 0; b < n; ++b)
+            std::copy(gh_t + b * 3 * H + 2 * H, gh_t + (b + 1) * 3 * H, dghnv + (r0 + b) * H);
         } else {
           // d(r⊙h) = dan W_hn;  dr = d(r⊙h) ⊙ h;  dh += d(r⊙h) ⊙ r + [dar|daz] W_h[rz]
-          back_n(gi_t + 2 * H, 3 * H, 0, drhv, H, active[t]);
-          for (int64_t b = 0; b < active[t]; ++b)  // rows past active[t] are padded: no-op
-            gru_before_bwd_reset_row(H, wsv + (t * B + b) * W, hp_all + b * H, drhv + b * H,
+          back_n(gi_t + 2 * H, 3 * H, 0, drhv, H, act);
+          for (int64_t b = 0; b < act; ++b)  // rows past act are padded: no-op
+            gru_before_bwd_reset_row(H, wsv + (rows.off[t] + b) * W, hp.row(b), drhv + b * H,
                                      gi_t + b * 3 * H, dhv + b * H);
-          back_all(gi_t, 3 * H, 1, dhv, H, active[t]);
+          back_all(gi_t, 3 * H, 1, dhv, H, act);
         }
       }
     };
     auto weight_grads = [&](int64_t slot, int64_t s0, int64_t s1) {
-      const int64_t t0 = order.span(s0, s1).first, n = s1 - s0;
-      auto dgi_c = dgi[slot].narrow(0, 0, n);
-      add_weight_grads(dgi_c, x, rows, t0, t0 + n, dw_ih, db_ih);
-      auto rz = dgi_c.narrow(2, 0, 2 * H);
-      add_prev_gemm(dw_hh.narrow(0, 0, 2 * H), rz, h0c, hs_c, t0, reverse);
-      db_hh.narrow(0, 0, 2 * H).add_(rows2d(rz).sum(0));
+      const auto span = order.span(s0, s1);
+      const int64_t t0 = span.first, t1 = span.second;
+      auto dgi_c = dgi[slot].narrow(0, 0, rows.count(t0, t1));  // [rows, 3H]
+      add_weight_grads(dgi_c, x, rows, t0, t1, dw_ih, db_ih);
+      auto rz = dgi_c.narrow(1, 0, 2 * H);
+      add_prev_grads(dw_hh.narrow(0, 0, 2 * H), rz, h0c, hs_c, rows, t0, t1, reverse);
+      db_hh.narrow(0, 0, 2 * H).add_(rz.sum(0));
       if (after) {
-        auto dn = dghn[slot].narrow(0, 0, n);
-        add_prev_gemm(dw_hh.narrow(0, 2 * H, H), dn, h0c, hs_c, t0, reverse);
-        db_hh.narrow(0, 2 * H, H).add_(rows2d(dn).sum(0));
+        auto dn = dghn[slot].narrow(0, 0, rows.count(t0, t1));
+        add_prev_grads(dw_hh.narrow(0, 2 * H, H), dn, h0c, hs_c, rows, t0, t1, reverse);
+        db_hh.narrow(0, 2 * H, H).add_(dn.sum(0));
       } else {  // W_hn multiplies r ⊙ h_{t-1}
-        auto dn = dgi_c.narrow(2, 2 * H, H);
-        auto rh = ws_c.narrow(0, t0, n).narrow(2, 0, H) * prev_states(h0c, hs_c, t0, n, reverse);
-        dw_hh.narrow(0, 2 * H, H).addmm_(rows2d(dn).t(), rows2d(rh));
-        db_hh.narrow(0, 2 * H, H).add_(rows2d(dn).sum(0));
+        auto dn = dgi_c.narrow(1, 2 * H, H);
+        auto rh = step_block(ws_c, rows, t0, t1).narrow(1, 0, H) *
+                  chunk_prev_states(h0c, hs_c, rows, t0, t1, reverse);
+        dw_hh.narrow(0, 2 * H, H).addmm_(dn.t(), rh);
+        db_hh.narrow(0, 2 * H, H).add_(dn.sum(0));
       }
     };
     auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = dgi W_ih
       const auto span = order.span(s0, s1);
-      input_grad(dgi[slot].narrow(0, 0, s1 - s0), w_ih, rows, span.first, span.second, dx);
+      const int64_t count = rows.count(span.first, span.second);
+      input_grad(dgi[slot].narrow(0, 0, count), w_ih, rows, span.first, span.second, dx);
     };
     run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);
   });

@@ -3,28 +3,36 @@
 //             r_t = o⊙tanh(c_t);  h_t = W_hr r_t (or r_t)
 //   backward: dr = dh W_hr;  dc += dr⊙o⊙(1-tanh²c);  da = [dc⊙g⊙i(1-i), dc⊙c_{t-1}⊙f(1-f),
 //             dc⊙i⊙(1-g²), dr⊙tanh(c)⊙o(1-o)];  dh_{t-1} = da W_hh;  dc_{t-1} = dc⊙f
-// reverse = true walks t = T-1 … 0 with (h, c)_{t+1} as the previous state (see rnn.cpp).
+// reverse = true walks t = T-1 … 0 with (h, c)_{t+1} as the previous state (see rnn.cpp). Packed
+// input (batch_sizes): x, hs, cs, gates hold each step's running sequences only, as in rnn.cpp.
 #include "split.h"
 
 namespace rnnlab {
 
 // x [T,B,I], h0 [B,P], c0 [B,H], w_ih [4H,I], w_hh [4H,P], w_hr [P,H]
-// → hs [T,B,P], cs [T,B,H], gates [T,B,4H] (activated: the workspace BPTT needs)
+// → hs [T,B,P], cs [T,B,H], gates [T,B,4H] (activated: the workspace BPTT needs); packed: x [N,I]
+// → [N,P], [N,H], [N,4H]
 std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0, const Tensor& c0,
     const Tensor& w_ih, const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
-    const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& w_hr, bool reverse) {
+    const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& w_hr, bool reverse,
+    const c10::optional<Tensor>& batch_sizes) {
   const bool has_bias = b_ih.has_value() && b_ih->defined();
   const Tensor bias = has_bias ? (*b_ih + *b_hh).contiguous() : Tensor();
-  const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1), K = chunk_steps(T, B, 4 * H);
+  const StepRows rows = step_rows(x, batch_sizes);
+  const int64_t T = rows.T, B = rows.B, H = c0.size(1), P = h0.size(1), K = chunk_steps(T, B, 4 * H);
   const bool proj = w_hr.has_value() && w_hr->defined();
   // B = 1 without projection: both cores in the recurrence (split.h); else the input projection
   // of the next chunk overlaps this chunk's recurrence (pipeline.h)
-  const bool split = !proj && split_units(B, mask.has_value() && mask->defined(), 4 * H * P);
+  const bool split =
+      !proj && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 4 * H * P);
   const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * 4 * H * P, false);
-  auto gates = at::empty({T, B, 4 * H}, x.options());
-  auto hs = at::empty({T, B, P}, x.options());
-  auto cs = at::empty({T, B, H}, x.options());
+  auto steps_of = [&](int64_t width) {  // a [T, B, width] tensor, or packed [N, width]
+    return rows.packed ? at::empty({x.size(0), width}, x.options()) : at::empty({T, B, width}, x.options());
+  };
+  auto gates = steps_of(4 * H);
+  auto hs = steps_of(P);
+  auto cs = steps_of(H);
   auto r = proj ? at::empty({B, H}, x.options()) : Tensor();
   auto whh = w_hh.contiguous();
   auto whr = proj ? w_hr->contiguous() : Tensor();
@@ -37,12 +45,12 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     scalar_t* csv = cs.data_ptr<scalar_t>();
     const scalar_t* w = whh.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
-    const scalar_t* h = h0c.data_ptr<scalar_t>();
-    const scalar_t* c = c0c.data_ptr<scalar_t>();
+    const scalar_t* h0v = h0c.data_ptr<scalar_t>();
+    const scalar_t* c0v = c0c.data_ptr<scalar_t>();
     scalar_t* rv = proj ? r.data_ptr<scalar_t>() : nullptr;
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
-    const auto active = active_rows(m, T, B);
+    const auto active = rows.packed ? std::vector<int64_t>() : active_rows(m, T, B);
     auto split_recurrence = [&](int64_t s0, int64_t s1) {  // B = 1, own units u
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
         const int64_t t = order.at(s0 + i), tp = order.prev(t);
@@ -60,30 +68,32 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
       if (split) return split_recurrence(s0, s1);
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
-        scalar_t* g = gv + t * B * 4 * H;
-        scalar_t* hn = hsv + t * B * P;
-        scalar_t* cn = csv + t * B * H;
-        step(h, P, 1, g, 4 * H, active[t]);
+        const int64_t n = rows.packed ? rows.n(t) : B, act = rows.packed ? n : active[t];
+        // (h, c)_{t-1}, by row
+        const PrevRows<scalar_t> h = prev_rows(rows, order, t, hsv, h0v, P);
+        const PrevRows<scalar_t> c = prev_rows(rows, order, t, csv, c0v, H);
+        scalar_t* g = gv + rows.off[t] * 4 * H;
+        scalar_t* hn = hsv + rows.off[t] * P;
+        scalar_t* cn = csv + rows.off[t] * H;
+        h.gemm(step, 1, g, 4 * H, act);
         scalar_t* rout = proj ? rv : hn;  // without projection r_t is h_t
-        for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
+        for_range(n, 4 * H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
             if (bv) add_row(g + b * 4 * H, bv, 4 * H);
-            lstm_fwd_row(H, H, g + b * 4 * H, c + b * H, cn + b * H, rout + b * H);
+            lstm_fwd_row(H, H, g + b * 4 * H, c.row(b), cn + b * H, rout + b * H);
           }
         });
-        if (proj) gemm<scalar_t>(false, true, B, P, H, 1, rv, H, whr.data_ptr<scalar_t>(), H, 0, hn, P);
+        if (proj) gemm<scalar_t>(false, true, n, P, H, 1, rv, H, whr.data_ptr<scalar_t>(), H, 0, hn, P);
         if (m) {  // padded steps keep the previous state
           for (int64_t b = 0; b < B; ++b) {
             if (m[t * B + b]) continue;
-            std::copy(h + b * P, h + (b + 1) * P, hn + b * P);
-            std::copy(c + b * H, c + (b + 1) * H, cn + b * H);
+            std::copy(h.row(b), h.row(b) + P, hn + b * P);
+            std::copy(c.row(b), c.row(b) + H, cn + b * H);
           }
         }
-        h = hn;
-        c = cn;
       }
     };
-    run_projected(order, step_rows(x, c10::nullopt), K, overlap, gates, x, w_ih, recurrence);
+    run_projected(order, rows, K, overlap, gates, x, w_ih, recurrence);
   });
   return {hs, cs, gates};
 }
@@ -93,24 +103,26 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const c10::optional<Tensor>& dhs, const c10::optional<Tensor>& dcs, const Tensor& x,
     const c10::optional<Tensor>& mask, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const c10::optional<Tensor>& w_hr, const Tensor& hs, const Tensor& cs,
-    const Tensor& gates, bool need_dx, bool reverse) {
-  const int64_t T = x.size(0), B = x.size(1), H = c0.size(1), P = h0.size(1);
+    const Tensor& gates, bool need_dx, bool reverse, const c10::optional<Tensor>& batch_sizes) {
+  const StepRows rows = step_rows(x, batch_sizes);
+  const int64_t T = rows.T, B = rows.B, H = c0.size(1), P = h0.size(1);
   const bool proj = w_hr.has_value() && w_hr->defined();
   const bool has_dh = dhs.has_value() && dhs->defined(), has_dc = dcs.has_value() && dcs->defined();
   // B = 1 without projection: both cores in the recurrence (split.h); else the weight gradients
   // of one chunk overlap the next chunk's recurrence (pipeline.h): two buffers
-  const bool split = !proj && split_units(B, mask.has_value() && mask->defined(), 4 * H * P);
+  const bool split =
+      !proj && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 4 * H * P);
   const int64_t K = split ? split_chunk(T) : chunk_steps(T, B, 4 * H);
   const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * P * 4 * H, true);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
-  auto da = at::empty({slots, K, B, 4 * H}, x.options());  // chunk pre-activation gradients
+  auto da = at::empty({slots, K * B, 4 * H}, x.options());  // chunks' pre-activation gradients
   auto dh = at::zeros({B, P}, x.options());
   auto dc = at::zeros({B, H}, x.options());
   auto partials = split ? at::empty({2, 2, P}, x.options()) : Tensor();
   auto dh_in = at::empty({B, P}, x.options());  // gradient entering the cell at step t
   auto dr = proj ? at::empty({B, H}, x.options()) : dh_in;
-  auto dh_cells = proj ? at::empty({slots, K, B, P}, x.options()) : Tensor();
-  auto dx = need_dx ? at::empty({T, B, x.size(2)}, x.options()) : at::empty({0}, x.options());
+  auto dh_cells = proj ? at::empty({slots, K * B, P}, x.options()) : Tensor();
+  auto dx = need_dx ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
   auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
   auto db = at::zeros({4 * H}, x.options());
   auto dw_hr = proj ? at::zeros_like(*w_hr) : at::empty({0}, x.options());
@@ -121,7 +133,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   auto whh = w_hh.contiguous();
   auto whr = proj ? w_hr->contiguous() : Tensor();
   const StepOrder order{T, reverse};
-  const StepRows rows = step_rows(x, c10::nullopt);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_bwd", [&] {
     const scalar_t* csv = cs_c.data_ptr<scalar_t>();
     const scalar_t* gv = gates_c.data_ptr<scalar_t>();
@@ -132,7 +143,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const bool* m = mask_ptr(mask);
     const scalar_t* w = whh.data_ptr<scalar_t>();
     const StepGemm<scalar_t> step(w, P, false, B, P, 4 * H);  // dh += da W_hh
-    const auto active = active_rows(m, T, B);
+    const auto active = rows.packed ? std::vector<int64_t>() : active_rows(m, T, B);
+    const scalar_t* c0v = c0c.data_ptr<scalar_t>();
     // B = 1 without projection (P = H) on both cores, own units u: dh[u] = Σ both partials of the
     // step before (split.h)
     auto split_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* gh_out,
@@ -167,13 +179,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       const scalar_t* gc_out = has_dc ? gc_chunk.data_ptr<scalar_t>() : nullptr;
       if (split) return split_steps(s0, s1, t0, gh_out, gc_out, dav);
       for (int64_t s = s1 - 1; s >= s0; --s) {
-        const int64_t t = order.at(s), tp = order.prev(t);
-        // split dh into the part entering the cell (valid step) and the part kept (padding)
-        for (int64_t b = 0; b < B; ++b) {
+        const int64_t t = order.at(s), r0 = rows.off[t] - rows.off[t0];  // step t's chunk rows
+        const int64_t n = rows.packed ? rows.n(t) : B, act = rows.packed ? n : active[t];
+        // split dh into the part entering the cell (valid step) and the part kept (padding; packed:
+        // rows past n_t are sequences not running at t, whose dh waits untouched)
+        for (int64_t b = 0; b < n; ++b) {
           const bool valid = !m || m[t * B + b];
           scalar_t* d = dhv + b * P;
           scalar_t* di = dinv + b * P;
-          const scalar_t* go = gh_out ? gh_out + ((t - t0) * B + b) * P : nullptr;
+          const scalar_t* go = gh_out ? gh_out + (r0 + b) * P : nullptr;
           for (int64_t j = 0; j < P; ++j) {
             const scalar_t v = d[j] + (go ? go[j] : scalar_t(0));
             di[j] = valid ? v : scalar_t(0);
@@ -181,16 +195,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
           }
         }
         if (proj) {  // through h_t = W_hr r_t
-          std::copy(dinv, dinv + B * P, dh_cells[slot].data_ptr<scalar_t>() + (t - t0) * B * P);
-          gemm<scalar_t>(false, false, B, H, P, 1, dinv, P, whr.data_ptr<scalar_t>(), H, 0, drv, H);
+          std::copy(dinv, dinv + n * P, dh_cells[slot].data_ptr<scalar_t>() + r0 * P);
+          gemm<scalar_t>(false, false, n, H, P, 1, dinv, P, whr.data_ptr<scalar_t>(), H, 0, drv, H);
         }
-        const scalar_t* cprev_all = order.inside(tp) ? csv + tp * B * H : c0c.data_ptr<scalar_t>();
-        scalar_t* da_t = dav + (t - t0) * B * 4 * H;
-        for_range(B, 4 * H, [&](int64_t b0, int64_t b1) {
+        const PrevRows<scalar_t> cprev = prev_rows(rows, order, t, csv, c0v, H);  // c_{t-1}, by row
+        scalar_t* da_t = dav + r0 * 4 * H;
+        for_range(n, 4 * H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
             scalar_t* dcb = dcv + b * H;
             if (gc_out) {
-              const scalar_t* gco = gc_out + ((t - t0) * B + b) * H;
+              const scalar_t* gco = gc_out + (r0 + b) * H;
               for (int64_t j = 0; j < H; ++j) dcb[j] += gco[j];
             }
             scalar_t* d = da_t + b * 4 * H;
@@ -198,27 +212,30 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
               std::fill(d, d + 4 * H, scalar_t(0));
               continue;
             }
-            lstm_bwd_row(H, H, gv + (t * B + b) * 4 * H, csv + (t * B + b) * H, cprev_all + b * H,
-                         drv + b * H, dcb, d);
+            lstm_bwd_row(H, H, gv + (rows.off[t] + b) * 4 * H, csv + (rows.off[t] + b) * H,
+                         cprev.row(b), drv + b * H, dcb, d);
           }
         });
-        step(da_t, 4 * H, 1, dhv, P, active[t]);
+        step(da_t, 4 * H, 1, dhv, P, act);
       }
     };
     // the chunk's weight gradients, as GEMMs over all its steps
     auto weight_grads = [&](int64_t slot, int64_t s0, int64_t s1) {
-      const int64_t t0 = order.span(s0, s1).first, n = s1 - s0;
-      auto da_c = da[slot].narrow(0, 0, n);
-      add_weight_grads(da_c, x, rows, t0, t0 + n, dw_ih, db);
-      add_prev_gemm(dw_hh, da_c, h0, hs_c, t0, reverse);
+      const auto span = order.span(s0, s1);
+      const int64_t t0 = span.first, t1 = span.second, count = rows.count(t0, t1);
+      auto da_c = da[slot].narrow(0, 0, count);  // [rows, 4H]
+      add_weight_grads(da_c, x, rows, t0, t1, dw_ih, db);
+      add_prev_grads(dw_hh, da_c, h0, hs_c, rows, t0, t1, reverse);
       if (proj) {  // dW_hr += Σ dh_t^T r_t,  r_t = o ⊙ tanh(c_t)
-        auto r = gates_c.narrow(0, t0, n).narrow(2, 3 * H, H) * at::tanh(cs_c.narrow(0, t0, n));
-        dw_hr.addmm_(rows2d(dh_cells[slot].narrow(0, 0, n)).t(), rows2d(r));
+        auto r = step_block(gates_c, rows, t0, t1).narrow(1, 3 * H, H) *
+                 at::tanh(step_block(cs_c, rows, t0, t1));
+        dw_hr.addmm_(dh_cells[slot].narrow(0, 0, count).t(), r);
       }
     };
     auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = da W_ih
       const auto span = order.span(s0, s1);
-      input_grad(da[slot].narrow(0, 0, s1 - s0), w_ih, rows, span.first, span.second, dx);
+      const int64_t count = rows.count(span.first, span.second);
+      input_grad(da[slot].narrow(0, 0, count), w_ih, rows, span.first, span.second, dx);
     };
     run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);
   });

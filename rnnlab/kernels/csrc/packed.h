@@ -147,4 +147,32 @@ class StepGemm<float> {
   int64_t M_, N_, K_;
 };
 
+// The states entering one step, row by row: rows [0, split) of `a`, the others of `b`, both with
+// row stride ld. A dense run, and a packed forward run (step t-1 holds every sequence of step t),
+// take all rows from one place; a packed reverse step takes h_{t+1} for the n_{t+1} sequences that
+// ran at t+1 and h0 for the others, whose reverse run starts at t.
+template <typename T>
+struct PrevRows {
+  const T* a;
+  const T* b;
+  int64_t split, ld;
+  const T* row(int64_t i) const { return (i < split ? a : b) + i * ld; }
+  // C[:rows] (+)= prev[:rows] @ op(W) through a StepGemm: one GEMM, or two across the split
+  template <class Gemm>
+  void gemm(const Gemm& step, T beta, T* C, int64_t ldc, int64_t rows) const {
+    const int64_t first = std::min(split, rows);
+    if (first > 0) step(a, ld, beta, C, ldc, first);
+    if (rows > first) step(b + first * ld, ld, beta, C + first * ldc, ldc, rows - first);
+  }
+};
+
+// The states entering step t of a run in `order` over `rows`: hs [steps' rows, ld], h0 [B, ld]
+template <typename T>
+inline PrevRows<T> prev_rows(const StepRows& r, const StepOrder& order, int64_t t, const T* hs,
+                             const T* h0, int64_t ld) {
+  const int64_t tp = order.prev(t);
+  if (!order.inside(tp)) return {h0, h0, r.B, ld};
+  return {hs + r.off[tp] * ld, h0, r.packed && order.reverse ? r.n(tp) : r.B, ld};
+}
+
 }  // namespace rnnlab
