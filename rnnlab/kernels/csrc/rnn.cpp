@@ -34,7 +34,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
     scalar_t* out = hs.data_ptr<scalar_t>();
     const scalar_t* w = whh.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
-    const scalar_t* h = h0c.data_ptr<scalar_t>();
+    const scalar_t* h0v = h0c.data_ptr<scalar_t>();
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, H, true, B, H, H);  // a += h_{t-1} W_hh^T
     const auto active = rows.packed ? std::vector<int64_t>() : active_rows(m, T, B);
@@ -48,7 +48,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
     auto split_recurrence = [&](int64_t s0, int64_t s1) {  // B = 1, own units u
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
         const int64_t t = order.at(s0 + i), tp = order.prev(t);
-        const scalar_t* hp = order.inside(tp) ? out + tp * H : h0c.data_ptr<scalar_t>();
+        const scalar_t* hp = order.inside(tp) ? out + tp * H : h0v;
         scalar_t* a = out + t * H;
         gemv_units<scalar_t>(w, H, 1, H, u, H, hp, a);  // a[u] += W_hh[u] h_{t-1}
         if (bv) add_row(a + u.u0, bv + u.u0, u.n());
@@ -60,30 +60,20 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
         scalar_t* a = out + rows.off[t] * H;
-        const int64_t n = rows.packed ? rows.n(t) : B;
-        if (!rows.packed) {
-          step(h, H, 1, a, H, active[t]);
-        } else if (!reverse || t + 1 == T) {  // h: step t-1's rows (a superset), or h0
-          step(h, H, 1, a, H, n);
-        } else {  // h_{t+1} for the n_{t+1} sequences that ran at t+1, h0 for the rest
-          const int64_t ran = rows.n(t + 1);
-          step(out + rows.off[t + 1] * H, H, 1, a, H, ran);
-          step(h0c.data_ptr<scalar_t>() + ran * H, H, 1, a + ran * H, H, n - ran);
-        }
+        const int64_t n = rows.packed ? rows.n(t) : B, act = rows.packed ? n : active[t];
+        const PrevRows<scalar_t> h = prev_rows(rows, order, t, out, h0v, H);  // h_{t-1}, by row
+        h.gemm(step, 1, a, H, act);
         for_range(n, H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
             scalar_t* ab = a + b * H;
-            const scalar_t* hb = h + b * H;
-            const bool keep = m && !m[t * B + b];
-            if (keep) {
-              for (int64_t j = 0; j < H; ++j) ab[j] = hb[j];  // padded step: state frozen
+            if (m && !m[t * B + b]) {  // padded step: state frozen
+              std::copy(h.row(b), h.row(b) + H, ab);
               continue;
             }
             if (bv) add_row(ab, bv, H);
             activate(ab, H);
           }
         });
-        h = a;
       }
     };
     run_projected(order, rows, K, overlap, hs, x, w_ih, recurrence);
