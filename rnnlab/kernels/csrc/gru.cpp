@@ -127,8 +127,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   // chunk overlap the next chunk's recurrence (pipeline.h)
   const bool split =
       after && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 3 * H * H);
-  const int64_t K = split ? split_chunk(T) : chunk_steps(T, B, 3 * H);
-  const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * H * 3 * H, true);
+  const int64_t K_one = split ? split_chunk(T) : chunk_steps(T, B, 3 * H);
+  const bool overlap = !split && overlap_chunks((T + K_one - 1) / K_one, B, B * H * 3 * H, true);
+  const int64_t K = pipelined_chunk(K_one, overlap);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   auto dgi = at::empty({slots, K * B, 3 * H}, x.options());  // chunks' rows of [dar|daz|dan]
   // reset after: the recurrent pre-activation gradient [dar|daz|dan⊙r] differs from the input

@@ -91,8 +91,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
   // B = 1: both cores in the recurrence (split.h); else the weight gradients of one chunk overlap
   // the next chunk's recurrence (pipeline.h)
   const bool split = !rows.packed && split_units(B, mask.has_value() && mask->defined(), H * H);
-  const int64_t K = split ? split_chunk(T) : chunk_steps(T, B, H);
-  const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * H * H, true);
+  const int64_t K_one = split ? split_chunk(T) : chunk_steps(T, B, H);
+  const bool overlap = !split && overlap_chunks((T + K_one - 1) / K_one, B, B * H * H, true);
+  const int64_t K = pipelined_chunk(K_one, overlap);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   // each slot's chunk of pre-activation gradients [rows, H]: where the upstream gradient's chunk
   // is a private copy (it was not contiguous, e.g. the expanded one of out.sum()), da overwrites
