@@ -228,8 +228,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       add_weight_grads(da_c, x, rows, t0, t1, dw_ih, db);
       add_prev_grads(dw_hh, da_c, h0, hs_c, rows, t0, t1, reverse);
       if (proj) {  // dW_hr += Σ dh_t^T r_t,  r_t = o ⊙ tanh(c_t)
-        auto r = step_block(gates_c, rows, t0, t1).narrow(1, 3 * H, H) *
-                 at::tanh(step_block(cs_c, rows, t0, t1));
+        auto r = at::tanh(step_block(cs_c, rows, t0, t1));  // one chunk-sized temporary
+        r.mul_(step_block(gates_c, rows, t0, t1).narrow(1, 3 * H, H));
         dw_hr.addmm_(dh_cells[slot].narrow(0, 0, count).t(), r);
       }
     };
