@@ -120,6 +120,8 @@ struct StepRows {
   bool packed;
   std::vector<int64_t> off;  // T + 1 row offsets
   int64_t n(int64_t t) const { return off[t + 1] - off[t]; }
+  // rows step t has: its running sequences (packed), the whole batch (dense, padded rows included)
+  int64_t rows_of(int64_t t) const { return packed ? n(t) : B; }
   int64_t count(int64_t t0, int64_t t1) const { return off[t1] - off[t0]; }
 };
 
@@ -138,6 +140,12 @@ inline StepRows step_rows(const Tensor& x, const c10::optional<Tensor>& batch_si
   r.off.assign(1, 0);
   for (int64_t t = 0; t < r.T; ++t) r.off.push_back(r.off.back() + n[t]);
   return r;
+}
+
+// A new per-step tensor for x's steps: [T, B, width], or [N, width] when packed
+inline Tensor steps_like(const Tensor& x, const StepRows& r, int64_t width) {
+  if (r.packed) return at::empty({x.size(0), width}, x.options());
+  return at::empty({r.T, r.B, width}, x.options());
 }
 
 // The rows of steps [t0, t1) of a [T, B, F] (dense) or [N, F] (packed) tensor as a 2-D block: a
@@ -299,6 +307,15 @@ inline std::vector<int64_t> active_rows(const bool* m, int64_t T, int64_t B) {
       if (m[t * B + b]) return std::vector<int64_t>(T, B);  // not a prefix: use all rows
     n[t] = k;
   }
+  return n;
+}
+
+// Rows each step's recurrent GEMM needs: the running sequences, n_t when packed; dense, the
+// prefix the mask allows (active_rows)
+inline std::vector<int64_t> running_rows(const StepRows& r, const bool* m) {
+  if (!r.packed) return active_rows(m, r.T, r.B);
+  std::vector<int64_t> n(r.T);
+  for (int64_t t = 0; t < r.T; ++t) n[t] = r.n(t);
   return n;
 }
 

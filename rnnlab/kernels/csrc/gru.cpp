@@ -29,13 +29,10 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
   const bool split =
       after && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 3 * H * H);
   const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * 3 * H * H, false);
-  auto steps_of = [&](int64_t width) {  // a [T, B, width] tensor, or packed [N, width]
-    return rows.packed ? at::empty({x.size(0), width}, x.options()) : at::empty({T, B, width}, x.options());
-  };
-  auto gi = steps_of(3 * H);  // input pre-activations
-  auto hs = steps_of(H);
+  auto gi = steps_like(x, rows, 3 * H);  // input pre-activations
+  auto hs = steps_like(x, rows, H);
   // the workspace BPTT needs; without gradients one step's worth is reused (keep = false)
-  auto ws = keep ? steps_of(W) : at::empty({1, B, W}, x.options());
+  auto ws = keep ? steps_like(x, rows, W) : at::empty({1, B, W}, x.options());
   auto gh = at::zeros({B, 3 * H}, x.options());   // recurrent pre-activations of one step
   auto rh = at::empty({B, H}, x.options());       // r ⊙ h (reset="before")
   auto whh = w_hh.contiguous();
@@ -55,7 +52,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     const scalar_t* h0v = h0c.data_ptr<scalar_t>();
     const StepGemm<scalar_t> step_rz(w, H, true, B, after ? 3 * H : 2 * H, H);
     const StepGemm<scalar_t> step_n(w + 2 * H * H, H, true, B, H, H, 1);  // "before" only
-    const auto active = rows.packed ? std::vector<int64_t>() : active_rows(m, T, B);
+    const auto active = running_rows(rows, m);
     auto split_recurrence = [&](int64_t s0, int64_t s1) {  // B = 1, reset after, own units u
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
         const int64_t t = order.at(s0 + i), tp = order.prev(t);
@@ -74,7 +71,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
       if (split) return split_recurrence(s0, s1);
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
-        const int64_t n = rows.packed ? rows.n(t) : B, act = rows.packed ? n : active[t];
+        const int64_t n = rows.rows_of(t), act = active[t];
         const PrevRows<scalar_t> h = prev_rows(rows, order, t, hsv, h0v, H);  // h_{t-1}, by row
         // q = W_hh h_{t-1}: all rows for "after", the [r|z] rows first for "before" (its n rows
         // need r ⊙ h). Rows of finished sequences keep finite stale values, masked out below.
@@ -159,7 +156,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const bool* m = mask_ptr(mask);
     const StepGemm<scalar_t> back_all(w, H, false, B, H, after ? 3 * H : 2 * H);  // rows used
     const StepGemm<scalar_t> back_n(w + 2 * H * H, H, false, B, H, H, 1);        // "before"
-    const auto active = rows.packed ? std::vector<int64_t>() : active_rows(m, T, B);
+    const auto active = running_rows(rows, m);
     const scalar_t* h0v = h0c.data_ptr<scalar_t>();
     // B = 1, reset after, on both cores, own units u: dh[u] = Σ both partials of the step before
     auto split_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* go, scalar_t* dgiv,
@@ -188,7 +185,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
       if (split) return split_steps(s0, s1, t0, go, dgiv, dghnv);
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s), r0 = rows.off[t] - rows.off[t0];  // step t's chunk rows
-        const int64_t n = rows.packed ? rows.n(t) : B, act = rows.packed ? n : active[t];
+        const int64_t n = rows.rows_of(t), act = active[t];
         const PrevRows<scalar_t> hp = prev_rows(rows, order, t, hsv, h0v, H);  // h_{t-1}, by row
         scalar_t* gi_t = dgiv + r0 * 3 * H;
         scalar_t* gh_t = ghs;  // this step's [dar|daz|dan⊙r] rows (reset after)

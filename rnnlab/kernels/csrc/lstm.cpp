@@ -27,12 +27,9 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
   const bool split =
       !proj && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 4 * H * P);
   const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * 4 * H * P, false);
-  auto steps_of = [&](int64_t width) {  // a [T, B, width] tensor, or packed [N, width]
-    return rows.packed ? at::empty({x.size(0), width}, x.options()) : at::empty({T, B, width}, x.options());
-  };
-  auto gates = steps_of(4 * H);
-  auto hs = steps_of(P);
-  auto cs = steps_of(H);
+  auto gates = steps_like(x, rows, 4 * H);
+  auto hs = steps_like(x, rows, P);
+  auto cs = steps_like(x, rows, H);
   auto r = proj ? at::empty({B, H}, x.options()) : Tensor();
   auto whh = w_hh.contiguous();
   auto whr = proj ? w_hr->contiguous() : Tensor();
@@ -50,7 +47,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     scalar_t* rv = proj ? r.data_ptr<scalar_t>() : nullptr;
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
-    const auto active = rows.packed ? std::vector<int64_t>() : active_rows(m, T, B);
+    const auto active = running_rows(rows, m);
     auto split_recurrence = [&](int64_t s0, int64_t s1) {  // B = 1, own units u
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
         const int64_t t = order.at(s0 + i), tp = order.prev(t);
@@ -68,7 +65,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
       if (split) return split_recurrence(s0, s1);
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
-        const int64_t n = rows.packed ? rows.n(t) : B, act = rows.packed ? n : active[t];
+        const int64_t n = rows.rows_of(t), act = active[t];
         // (h, c)_{t-1}, by row
         const PrevRows<scalar_t> h = prev_rows(rows, order, t, hsv, h0v, P);
         const PrevRows<scalar_t> c = prev_rows(rows, order, t, csv, c0v, H);
@@ -144,7 +141,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const bool* m = mask_ptr(mask);
     const scalar_t* w = whh.data_ptr<scalar_t>();
     const StepGemm<scalar_t> step(w, P, false, B, P, 4 * H);  // dh += da W_hh
-    const auto active = rows.packed ? std::vector<int64_t>() : active_rows(m, T, B);
+    const auto active = running_rows(rows, m);
     const scalar_t* c0v = c0c.data_ptr<scalar_t>();
     // B = 1 without projection (P = H) on both cores, own units u: dh[u] = Σ both partials of the
     // step before (split.h)
@@ -181,7 +178,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       if (split) return split_steps(s0, s1, t0, gh_out, gc_out, dav);
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s), r0 = rows.off[t] - rows.off[t0];  // step t's chunk rows
-        const int64_t n = rows.packed ? rows.n(t) : B, act = rows.packed ? n : active[t];
+        const int64_t n = rows.rows_of(t), act = active[t];
         // split dh into the part entering the cell (valid step) and the part kept (padding; packed:
         // rows past n_t are sequences not running at t, whose dh waits untouched)
         for (int64_t b = 0; b < n; ++b) {

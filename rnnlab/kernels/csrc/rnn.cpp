@@ -26,7 +26,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
   const bool split = !rows.packed && split_units(B, mask.has_value() && mask->defined(), H * H);
   const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * H * H, false);
   // a_t input part, overwritten with h_t
-  auto hs = rows.packed ? at::empty({x.size(0), H}, x.options()) : at::empty({T, B, H}, x.options());
+  auto hs = steps_like(x, rows, H);
   auto whh = w_hh.contiguous();
   auto h0c = h0.contiguous();
   const StepOrder order{T, reverse};
@@ -37,7 +37,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
     const scalar_t* h0v = h0c.data_ptr<scalar_t>();
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, H, true, B, H, H);  // a += h_{t-1} W_hh^T
-    const auto active = rows.packed ? std::vector<int64_t>() : active_rows(m, T, B);
+    const auto active = running_rows(rows, m);
     auto activate = [&](scalar_t* __restrict a, int64_t n) {
       if (relu) {
         RNNLAB_SIMD for (int64_t j = 0; j < n; ++j) a[j] = a[j] > 0 ? a[j] : scalar_t(0);
@@ -60,7 +60,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
         scalar_t* a = out + rows.off[t] * H;
-        const int64_t n = rows.packed ? rows.n(t) : B, act = rows.packed ? n : active[t];
+        const int64_t n = rows.rows_of(t), act = active[t];
         const PrevRows<scalar_t> h = prev_rows(rows, order, t, out, h0v, H);  // h_{t-1}, by row
         h.gemm(step, 1, a, H, act);
         for_range(n, H, [&](int64_t b0, int64_t b1) {
@@ -113,7 +113,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const bool* m = mask_ptr(mask);
     const scalar_t* w = whh.data_ptr<scalar_t>();
     const StepGemm<scalar_t> step(w, H, false, B, H, H);  // dh += da W_hh
-    const auto active = rows.packed ? std::vector<int64_t>() : active_rows(m, T, B);
+    const auto active = running_rows(rows, m);
     // B = 1 on both cores, own units u: dh[u] = Σ both partials of the step before (split.h)
     auto split_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* g_out, scalar_t* da0) {
       const Partials<scalar_t> parts{partials.data_ptr<scalar_t>(), H};
@@ -146,7 +146,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
       if (split) return split_steps(s0, s1, t0, g_out, da0);
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s);
-        const int64_t n = rows.packed ? rows.n(t) : B, r0 = rows.off[t] - rows.off[t0];
+        const int64_t n = rows.rows_of(t), r0 = rows.off[t] - rows.off[t0];
         scalar_t* da_t = da0 + r0 * H;
         for_range(n, H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
@@ -168,7 +168,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
         });
         // dh[:n] += da_t W_hh: the state entering step t of each running sequence (packed and
         // reverse: rows past n_{t+1} are h0's gradient, never touched again)
-        step(da_t, H, 1, dhv, H, rows.packed ? n : active[t]);
+        step(da_t, H, 1, dhv, H, active[t]);
       }
     };
     auto weight_grads = [&](int64_t slot, int64_t s0, int64_t s1) {
