@@ -63,9 +63,14 @@ def test_fused_matches_reference(variant, layout, dtype):
     x = torch.randn(6, 4, 5, dtype=dtype, requires_grad=True)
     h0 = torch.randn(d, 4, layer.proj_size or 4, dtype=dtype, requires_grad=True)
     hx = (h0, torch.randn(d, 4, 4, dtype=dtype, requires_grad=True)) if cls is rnnlab.LSTM else h0
-    fused = _outputs_and_grads(layer, x, hx, lengths)
+    _assert_fused_matches_reference(lambda: _outputs_and_grads(layer, x, hx, lengths), dtype)
+
+
+def _assert_fused_matches_reference(run, dtype):
+    """run() on the fused path and on the reference path: every output and gradient agrees."""
+    fused = run()
     with kernels.use_reference():
-        reference = _outputs_and_grads(layer, x, hx, lengths)
+        reference = run()
     for a, b in zip(fused, reference, strict=True):
         torch.testing.assert_close(a, b, **_tol(dtype))
 
@@ -104,11 +109,7 @@ def test_fused_backward_in_several_chunks(variant, grad, threads):
     # with lengths the layer masks the output, which makes its gradient dense again
     lengths = torch.randint(1, 301, (64,)) if grad == "dense" else None
     run = _outputs_and_grads if grad == "dense" else _sum_outputs_and_grads
-    fused = run(layer, x, hx, lengths)
-    with kernels.use_reference():
-        reference = run(layer, x, hx, lengths)
-    for a, b in zip(fused, reference, strict=True):
-        torch.testing.assert_close(a, b, **_tol(torch.float64))
+    _assert_fused_matches_reference(lambda: run(layer, x, hx, lengths), torch.float64)
 
 
 @pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["serial", "pipelined"])
@@ -136,11 +137,7 @@ def test_fused_packed_matches_reference(variant, shape, threads):
         leaves = [x, *(hx if isinstance(hx, tuple) else (hx,)), *layer.parameters()]
         return [out.data, *states, *torch.autograd.grad(loss, leaves)]
 
-    fused = run()
-    with kernels.use_reference():
-        reference = run()
-    for a, b in zip(fused, reference, strict=True):
-        torch.testing.assert_close(a, b, **_tol(torch.float64))
+    _assert_fused_matches_reference(run, torch.float64)
 
 
 @pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["serial", "split"])
@@ -158,11 +155,7 @@ def test_fused_batch_one_on_two_cores(variant, grad, threads):
     h0 = torch.randn(2, 1, layer.proj_size or 376, dtype=torch.float64, requires_grad=True)
     hx = (h0, torch.randn(2, 1, 376, dtype=torch.float64, requires_grad=True)) if cls is rnnlab.LSTM else h0
     run = _outputs_and_grads if grad == "dense" else _sum_outputs_and_grads
-    fused = run(layer, x, hx, None)
-    with kernels.use_reference():
-        reference = run(layer, x, hx, None)
-    for a, b in zip(fused, reference, strict=True):
-        torch.testing.assert_close(a, b, **_tol(torch.float64))
+    _assert_fused_matches_reference(lambda: run(layer, x, hx, None), torch.float64)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
