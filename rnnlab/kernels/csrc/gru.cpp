@@ -55,8 +55,8 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     const auto active = running_rows(rows, m);
     auto split_recurrence = [&](int64_t s0, int64_t s1) {  // B = 1, reset after, own units u
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
-        const int64_t t = order.at(s0 + i), tp = order.prev(t);
-        const scalar_t* hp = order.inside(tp) ? hsv + tp * H : h0c.data_ptr<scalar_t>();
+        const int64_t t = order.at(s0 + i);
+        const scalar_t* hp = prev_rows(rows, order, t, hsv, h0v, H).row(0);  // h_{t-1}
         scalar_t* g_t = giv + t * 3 * H;
         for (int64_t k = 0; k < 3; ++k) {
           std::fill(ghv + k * H + u.u0, ghv + k * H + u.u1, scalar_t(0));
@@ -65,7 +65,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
         gemv_units<scalar_t>(w, H, 3, H, u, H, hp, ghv);  // q[u] = W_hh[u] h_{t-1}, each block
         gru_after_fwd_row(u.n(), H, g_t + u.u0, ghv + u.u0, bnv + u.u0, hp + u.u0,
                           wsv + (keep ? t : 0) * W + u.u0, hsv + t * H + u.u0);
-      }, [](const Units&) {});
+      });
     };
     auto recurrence = [&](int64_t s0, int64_t s1) {
       if (split) return split_recurrence(s0, s1);
@@ -163,8 +163,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
                            scalar_t* dghnv) {
       const Partials<scalar_t> parts{partials.data_ptr<scalar_t>(), H};
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
-        const int64_t t = order.at(s1 - 1 - i), tp = order.prev(t);
-        const scalar_t* hp = order.inside(tp) ? hsv + tp * H : h0c.data_ptr<scalar_t>();
+        const int64_t t = order.at(s1 - 1 - i);
+        const scalar_t* hp = prev_rows(rows, order, t, hsv, h0v, H).row(0);  // h_{t-1}
         if (i > 0) parts.add_to(i - 1, u, dhv);
         const scalar_t* g = go + (t - t0) * H;
         RNNLAB_SIMD for (int64_t j = u.u0; j < u.u1; ++j) dinv[j] = dhv[j] + g[j];

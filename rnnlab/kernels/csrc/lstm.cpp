@@ -50,16 +50,15 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const auto active = running_rows(rows, m);
     auto split_recurrence = [&](int64_t s0, int64_t s1) {  // B = 1, own units u
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
-        const int64_t t = order.at(s0 + i), tp = order.prev(t);
-        const bool first = !order.inside(tp);  // then (h0, c0) is the previous state
-        const scalar_t* hp = first ? h0c.data_ptr<scalar_t>() : hsv + tp * P;
-        const scalar_t* cp = first ? c0c.data_ptr<scalar_t>() : csv + tp * H;
+        const int64_t t = order.at(s0 + i);
+        const scalar_t* hp = prev_rows(rows, order, t, hsv, h0v, P).row(0);  // h_{t-1}
+        const scalar_t* cp = prev_rows(rows, order, t, csv, c0v, H).row(0);  // c_{t-1}
         scalar_t* g = gv + t * 4 * H;
         gemv_units<scalar_t>(w, P, 4, H, u, P, hp, g);  // g[u] += W_hh[u] h_{t-1}
         if (bv)
           for (int64_t k = 0; k < 4; ++k) add_row(g + k * H + u.u0, bv + k * H + u.u0, u.n());
         lstm_fwd_row(u.n(), H, g + u.u0, cp + u.u0, csv + t * H + u.u0, hsv + t * P + u.u0);
-      }, [](const Units&) {});
+      });
     };
     auto recurrence = [&](int64_t s0, int64_t s1) {
       if (split) return split_recurrence(s0, s1);
@@ -149,7 +148,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
                            const scalar_t* gc_out, scalar_t* dav) {
       const Partials<scalar_t> parts{partials.data_ptr<scalar_t>(), H};
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
-        const int64_t t = order.at(s1 - 1 - i), tp = order.prev(t);
+        const int64_t t = order.at(s1 - 1 - i);
         if (i > 0) parts.add_to(i - 1, u, dhv);
         const scalar_t* go = gh_out ? gh_out + (t - t0) * H : nullptr;
         const scalar_t* gc = gc_out ? gc_out + (t - t0) * H : nullptr;
@@ -158,7 +157,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
           dhv[j] = 0;
           if (gc) dcv[j] += gc[j];
         }
-        const scalar_t* cprev = order.inside(tp) ? csv + tp * H : c0c.data_ptr<scalar_t>();
+        const scalar_t* cprev = prev_rows(rows, order, t, csv, c0v, H).row(0);  // c_{t-1}
         scalar_t* da_t = dav + (t - t0) * 4 * H;
         lstm_bwd_row(u.n(), H, gv + t * 4 * H + u.u0, csv + t * H + u.u0, cprev + u.u0,
                      dinv + u.u0, dcv + u.u0, da_t + u.u0);

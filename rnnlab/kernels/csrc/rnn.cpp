@@ -47,13 +47,13 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
     };
     auto split_recurrence = [&](int64_t s0, int64_t s1) {  // B = 1, own units u
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
-        const int64_t t = order.at(s0 + i), tp = order.prev(t);
-        const scalar_t* hp = order.inside(tp) ? out + tp * H : h0v;
+        const int64_t t = order.at(s0 + i);
+        const scalar_t* hp = prev_rows(rows, order, t, out, h0v, H).row(0);  // h_{t-1}
         scalar_t* a = out + t * H;
         gemv_units<scalar_t>(w, H, 1, H, u, H, hp, a);  // a[u] += W_hh[u] h_{t-1}
         if (bv) add_row(a + u.u0, bv + u.u0, u.n());
         activate(a + u.u0, u.n());
-      }, [](const Units&) {});
+      });
     };
     auto recurrence = [&](int64_t s0, int64_t s1) {
       if (split) return split_recurrence(s0, s1);

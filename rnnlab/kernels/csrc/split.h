@@ -62,10 +62,11 @@ class PairBarrier {
 };
 
 // step(i, units) for i = 0 … n-1 on two threads, a barrier after each, then finish(units) on each
-// thread (after the last barrier, so it sees both threads' last step). Alone: every unit, serially.
-// The steps must not throw (pointer arithmetic only): a thread never leaves the other waiting.
-template <class Step, class Finish>
-void run_split(int64_t H, int64_t n, const Step& step, const Finish& finish) {
+// thread (after the last barrier, so it sees both threads' last step; the forwards need none).
+// Alone: every unit, serially. The steps must not throw (pointer arithmetic only): a thread never
+// leaves the other waiting.
+template <class Step, class Finish = void (*)(const Units&)>
+void run_split(int64_t H, int64_t n, const Step& step, const Finish& finish = [](const Units&) {}) {
   const int64_t mid = std::max<int64_t>(16, (H / 2) / 16 * 16);  // halves on 64-byte lines
   PairBarrier barrier;
   std::atomic<bool> failed{false};
