@@ -27,7 +27,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
   // B = 1, reset after: both cores in the recurrence (split.h); else the input projection of the
   // next chunk overlaps this chunk's recurrence (pipeline.h)
   const bool split =
-      after && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 3 * H * H);
+      after && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 3 * H * H, false);
   const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * 3 * H * H, false);
   auto gi = steps_like(x, rows, 3 * H);  // input pre-activations
   auto hs = steps_like(x, rows, H);
@@ -123,7 +123,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   // B = 1, reset after: both cores in the recurrence (split.h); else the weight gradients of one
   // chunk overlap the next chunk's recurrence (pipeline.h)
   const bool split =
-      after && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 3 * H * H);
+      after && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 3 * H * H, true);
   const int64_t K_one = split ? split_chunk(T) : chunk_steps(T, B, 3 * H);
   const bool overlap = !split && overlap_chunks((T + K_one - 1) / K_one, B, B * H * 3 * H, true);
   const int64_t K = pipelined_chunk(K_one, overlap);

@@ -25,7 +25,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
   // B = 1 without projection: both cores in the recurrence (split.h); else the input projection
   // of the next chunk overlaps this chunk's recurrence (pipeline.h)
   const bool split =
-      !proj && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 4 * H * P);
+      !proj && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 4 * H * P, false);
   const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * 4 * H * P, false);
   auto gates = steps_like(x, rows, 4 * H);
   auto hs = steps_like(x, rows, P);
@@ -107,7 +107,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   // B = 1 without projection: both cores in the recurrence (split.h); else the weight gradients
   // of one chunk overlap the next chunk's recurrence (pipeline.h): two buffers
   const bool split =
-      !proj && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 4 * H * P);
+      !proj && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 4 * H * P, true);
   const int64_t K_one = split ? split_chunk(T) : chunk_steps(T, B, 4 * H);
   const bool overlap = !split && overlap_chunks((T + K_one - 1) / K_one, B, B * P * 4 * H, true);
   const int64_t K = pipelined_chunk(K_one, overlap);

@@ -23,7 +23,7 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
   const int64_t T = rows.T, B = rows.B, H = h0.size(1), K = chunk_steps(T, B, H);
   // B = 1: both cores in the recurrence (split.h); else the input projection of the next chunk
   // overlaps this chunk's recurrence (pipeline.h)
-  const bool split = !rows.packed && split_units(B, mask.has_value() && mask->defined(), H * H);
+  const bool split = !rows.packed && split_units(B, mask.has_value() && mask->defined(), H * H, false);
   const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * H * H, false);
   // a_t input part, overwritten with h_t
   auto hs = steps_like(x, rows, H);
@@ -90,7 +90,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
   const int64_t T = rows.T, B = rows.B, H = h0.size(1);
   // B = 1: both cores in the recurrence (split.h); else the weight gradients of one chunk overlap
   // the next chunk's recurrence (pipeline.h)
-  const bool split = !rows.packed && split_units(B, mask.has_value() && mask->defined(), H * H);
+  const bool split = !rows.packed && split_units(B, mask.has_value() && mask->defined(), H * H, true);
   const int64_t K_one = split ? split_chunk(T) : chunk_steps(T, B, H);
   const bool overlap = !split && overlap_chunks((T + K_one - 1) / K_one, B, B * H * H, true);
   const int64_t K = pipelined_chunk(K_one, overlap);

@@ -15,17 +15,24 @@
 
 namespace rnnlab {
 
-// Recurrent weights (elements of W_hh) from which a B = 1 sequence runs split (512 KB of floats).
-// Interleaved with torch as `rnnlab bench` runs, 2 threads, one-thread recurrence → split:
-// T=100 GRU H=256 train 2.94 → 2.48 ms, infer 0.93 → 0.70; LSTM H=512 14.4 → 11.6 / 5.1 → 4.3;
-// RNN H=512 2.82 → 2.30 / 1.11 → 0.77; T=1000 GRU H=256 17.2 → 16.7 / 6.8 → 5.7. Below it the
-// split lost what the chunk pipeline (pipeline.h) gains at B = 1 by running the weight gradients
-// beside the recurrence: T=1000 H=128 training GRU 6.2 → 7.1 ms, LSTM 6.5 → 7.5; inference even.
-constexpr int64_t kSplitMin = 131072;
+// Recurrent weights (elements of W_hh) from which a B = 1 sequence runs split: the backward from
+// 512 KB of floats, the forward from 128 KB.
+// Backward: interleaved with torch as `rnnlab bench` runs, 2 threads, one-thread recurrence →
+// split: T=100 GRU H=256 train 2.94 → 2.48 ms; LSTM H=512 14.4 → 11.6; RNN H=512 2.82 → 2.30;
+// T=1000 GRU H=256 17.2 → 16.7. Below it the split lost what the chunk pipeline (pipeline.h) gains
+// at B = 1 by running the weight gradients beside the recurrence: training with both passes split,
+// T=1000 H=128: GRU 5.3 → 5.7 ms, LSTM 5.7 → 6.5; RNN H=256 5.1 → 5.5.
+// Forward (one-thread pipelined recurrence → split, same protocol, train / infer ms): T=100 LSTM
+// H=128 1.09 → 0.99 / 0.38 → 0.33, GRU H=128 0.99 → 0.84 / 0.34 → 0.26, RNN H=256 1.00 → 0.88 /
+// 0.33 → 0.27; T=400 LSTM H=128 2.84 → 2.78 / 1.16 → 1.15, GRU H=128 2.75 → 2.37, RNN H=256 2.55 →
+// 2.36; T=1000 even (LSTM H=128 5.72 → 5.72 / 2.40 → 2.51, GRU H=128 5.25 → 4.77, RNN H=256 even).
+// At 64 KB it lost: LSTM H=64 T=100 0.63 → 0.60 train but 0.17 → 0.20 infer, T=1000 0.98 → 1.28.
+constexpr int64_t kSplitMinBackward = 131072;
+constexpr int64_t kSplitMinForward = 32768;
 
-inline bool split_units(int64_t B, bool masked, int64_t weights) {
-  return B == 1 && !masked && weights >= kSplitMin && at::get_num_threads() >= 2 &&
-         !at::in_parallel_region();
+inline bool split_units(int64_t B, bool masked, int64_t weights, bool backward) {
+  return B == 1 && !masked && weights >= (backward ? kSplitMinBackward : kSplitMinForward) &&
+         at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
 
 // Backward chunk length of a split sequence: whole sequences up to 2048 steps. The weight
