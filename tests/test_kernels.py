@@ -112,6 +112,38 @@ def test_fused_backward_in_several_chunks(variant, grad, threads):
     _assert_fused_matches_reference(lambda: run(layer, x, hx, lengths), torch.float64)
 
 
+def _upstream(layout: str, steps: int, batch: int, width: int) -> torch.Tensor:
+    """An output gradient [steps, batch, width] of the given memory layout."""
+    values = torch.randn(steps, batch, 2 * width, dtype=torch.float64)
+    return {
+        "batch_major": values[..., :width].transpose(0, 1).contiguous().transpose(0, 1),
+        "column_stride": values[..., ::2],  # neither rows nor columns contiguous: copied
+        "time_broadcast": values[:1, :, :width].expand(steps, batch, width),
+        "row_broadcast": values[0, 0, :width].expand(steps, batch, width),  # row stride 0
+    }[layout]
+
+
+@pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["serial", "pipelined"])
+@pytest.mark.parametrize("layout", ["batch_major", "column_stride", "time_broadcast", "row_broadcast"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_fused_reads_upstream_gradient_layouts(variant, layout, threads):
+    """The backward kernels read the output gradient where it lies when its rows allow (any row
+    stride with contiguous columns, e.g. one direction's half of a bidirectional output's gradient;
+    row stride 0 for an expanded row) and copy the chunk's steps otherwise: every layout gives the
+    reference path's gradients, B = 1 (the two-core split at H = 376) and B = 5 in several chunks."""
+    cls, kw = VARIANTS[variant]
+    for steps, batch, hidden in [(40, 1, 376), (300, 5, 8)]:
+        layer = cls(3, hidden, bidirectional=True, dtype=torch.float64, **kw)
+        x = torch.randn(steps, batch, 3, dtype=torch.float64, requires_grad=True)
+        upstream = _upstream(layout, steps, batch, 2 * (layer.proj_size or hidden))
+
+        def run(layer=layer, x=x, upstream=upstream):
+            out, _ = layer(x)
+            return [out, *torch.autograd.grad(out, [x, *layer.parameters()], upstream)]
+
+        _assert_fused_matches_reference(run, torch.float64)
+
+
 @pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["serial", "pipelined"])
 @pytest.mark.parametrize("shape", [(6, 4), (300, 64)], ids=["short", "chunked"])
 @pytest.mark.parametrize("variant", list(VARIANTS))

@@ -128,18 +128,20 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   const bool overlap = !split && overlap_chunks((T + K_one - 1) / K_one, B, B * H * 3 * H, true);
   const int64_t K = pipelined_chunk(K_one, overlap);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
-  auto dgi = at::empty({slots, K * B, 3 * H}, x.options());  // chunks' rows of [dar|daz|dan]
-  // reset after: the recurrent pre-activation gradient [dar|daz|dan⊙r] differs from the input
-  // one only in its n block, so only that block is kept for the weight gradient
-  auto dghn = after ? at::empty({slots, K * B, H}, x.options()) : Tensor();
+  // chunks' rows of [dar|daz|dan]. Reset after: the recurrent pre-activation gradient
+  // [dar|daz|dan⊙r] differs from it only in its n block, made from it for the weight gradient
+  auto dgi = at::empty({slots, K * B, 3 * H}, x.options());
   auto gh_step = after ? at::empty({B, 3 * H}, x.options()) : Tensor();
   auto dh = at::zeros({B, H}, x.options());
   auto partials = split ? at::empty({2, 2, H}, x.options()) : Tensor();
   auto drh = at::empty({B, H}, x.options());
   auto din_buf = at::empty({B, H}, x.options());
-  auto dx = need_dx ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
-  auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
-  auto db_ih = at::zeros({3 * H}, x.options()), db_hh = at::zeros({3 * H}, x.options());
+  Tensor dx, dw_ih, dw_hh, db_ih, db_hh;  // made on first use (common.h OnFirstUse)
+  const OnFirstUse weights([&] {
+    dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
+    db_ih = at::zeros({3 * H}, x.options()), db_hh = at::zeros({3 * H}, x.options());
+  }, overlap);
+  const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx); }, overlap);
   auto hs_c = hs.contiguous();
   auto ws_c = ws.contiguous();
   auto h0c = h0.contiguous();
@@ -159,30 +161,29 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const auto active = running_rows(rows, m);
     const scalar_t* h0v = h0c.data_ptr<scalar_t>();
     // B = 1, reset after, on both cores, own units u: dh[u] = Σ both partials of the step before
-    auto split_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* go, scalar_t* dgiv,
-                           scalar_t* dghnv) {
+    auto split_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* go, int64_t ld,
+                           scalar_t* dgiv) {
       const Partials<scalar_t> parts{partials.data_ptr<scalar_t>(), H};
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
         const int64_t t = order.at(s1 - 1 - i);
         const scalar_t* hp = prev_rows(rows, order, t, hsv, h0v, H).row(0);  // h_{t-1}
         if (i > 0) parts.add_to(i - 1, u, dhv);
-        const scalar_t* g = go + (t - t0) * H;
+        const scalar_t* g = go + (t - t0) * ld;
         RNNLAB_SIMD for (int64_t j = u.u0; j < u.u1; ++j) dinv[j] = dhv[j] + g[j];
         scalar_t* gi_t = dgiv + (t - t0) * 3 * H;
         gru_bwd_row<scalar_t, true>(u.n(), H, wsv + t * W + u.u0, hp + u.u0, dinv + u.u0,
                                     gi_t + u.u0, ghs + u.u0, dhv + u.u0);
         partial_units<scalar_t>(w, H, 3, H, u, H, ghs, parts.mine(i, u));  // dgh[u] W_hh[u]
-        std::copy(ghs + 2 * H + u.u0, ghs + 2 * H + u.u1, dghnv + (t - t0) * H + u.u0);
       }, [&](const Units& u) { parts.add_to(s1 - s0 - 1, u, dhv); });
     };
     auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {
       const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
       const int64_t t0 = span.first, t1 = span.second;
-      const Tensor g_chunk = grad_steps(dhs, rows, t0, t1);
-      const scalar_t* go = g_chunk.data_ptr<scalar_t>();  // steps t0.. of dL/dh (from outside)
+      const StepGrads g = grad_steps(dhs, rows, t0, t1);
+      const scalar_t* go = g.data<scalar_t>();  // steps t0.. of dL/dh (from outside), row stride ld
+      const int64_t ld = g.ld;
       scalar_t* dgiv = dgi[slot].data_ptr<scalar_t>();
-      scalar_t* dghnv = after ? dghn[slot].data_ptr<scalar_t>() : nullptr;
-      if (split) return split_steps(s0, s1, t0, go, dgiv, dghnv);
+      if (split) return split_steps(s0, s1, t0, go, ld, dgiv);
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s), r0 = rows.off[t] - rows.off[t0];  // step t's chunk rows
         const int64_t n = rows.rows_of(t), act = active[t];
@@ -193,7 +194,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
           for (int64_t b = b0; b < b1; ++b) {
             scalar_t* d = dhv + b * H;
             scalar_t* din = dinv + b * H;
-            const scalar_t* gob = go + (r0 + b) * H;
+            const scalar_t* gob = go + (r0 + b) * ld;
             for (int64_t j = 0; j < H; ++j) din[j] = d[j] + gob[j];  // total gradient at h_t
             if (m && !m[t * B + b]) {  // padded: it passes to h_{t-1} untouched
               std::copy(din, din + H, d);
@@ -211,8 +212,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
         });
         if (after) {
           back_all(gh_t, 3 * H, 1, dhv, H, act);  // dh += dgh W_hh
-          for (int64_t b = 0; b < n; ++b)
-            std::copy(gh_t + b * 3 * H + 2 * H, gh_t + (b + 1) * 3 * H, dghnv + (r0 + b) * H);
         } else {
           // d(r⊙h) = dan W_hn;  dr = d(r⊙h) ⊙ h;  dh += d(r⊙h) ⊙ r + [dar|daz] W_h[rz]
           back_n(gi_t + 2 * H, 3 * H, 0, drhv, H, act);
@@ -227,12 +226,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
       const auto span = order.span(s0, s1);
       const int64_t t0 = span.first, t1 = span.second;
       auto dgi_c = dgi[slot].narrow(0, 0, rows.count(t0, t1));  // [rows, 3H]
+      weights.ensure();
       add_weight_grads(dgi_c, x, rows, t0, t1, dw_ih, db_ih);
       auto rz = dgi_c.narrow(1, 0, 2 * H);
       add_prev_grads(dw_hh.narrow(0, 0, 2 * H), rz, h0c, hs_c, rows, t0, t1, reverse);
       db_hh.narrow(0, 0, 2 * H).add_(rz.sum(0));
-      if (after) {
-        auto dn = dghn[slot].narrow(0, 0, rows.count(t0, t1));
+      if (after) {  // W_hn's pre-activation gradient dan ⊙ r: a chunk-sized temporary
+        auto dn = dgi_c.narrow(1, 2 * H, H) * step_block(ws_c, rows, t0, t1).narrow(1, 0, H);
         add_prev_grads(dw_hh.narrow(0, 2 * H, H), dn, h0c, hs_c, rows, t0, t1, reverse);
         db_hh.narrow(0, 2 * H, H).add_(dn.sum(0));
       } else {  // W_hn multiplies r ⊙ h_{t-1}
@@ -246,6 +246,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = dgi W_ih
       const auto span = order.span(s0, s1);
       const int64_t count = rows.count(span.first, span.second);
+      inputs.ensure();
       input_grad(dgi[slot].narrow(0, 0, count), w_ih, rows, span.first, span.second, dx);
     };
     run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);

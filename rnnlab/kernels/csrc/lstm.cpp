@@ -119,10 +119,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   auto dh_in = at::empty({B, P}, x.options());  // gradient entering the cell at step t
   auto dr = proj ? at::empty({B, H}, x.options()) : dh_in;
   auto dh_cells = proj ? at::empty({slots, K * B, P}, x.options()) : Tensor();
-  auto dx = need_dx ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
-  auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
-  auto db = at::zeros({4 * H}, x.options());
-  auto dw_hr = proj ? at::zeros_like(*w_hr) : at::empty({0}, x.options());
+  Tensor dx, dw_ih, dw_hh, db, dw_hr;  // made on first use (common.h OnFirstUse)
+  const OnFirstUse weights([&] {
+    dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh), db = at::zeros({4 * H}, x.options());
+    dw_hr = proj ? at::zeros_like(*w_hr) : at::empty({0}, x.options());
+  }, overlap);
+  const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx); }, overlap);
   auto cs_c = cs.contiguous();
   auto hs_c = hs.contiguous();
   auto c0c = c0.contiguous();
@@ -144,14 +146,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const scalar_t* c0v = c0c.data_ptr<scalar_t>();
     // B = 1 without projection (P = H) on both cores, own units u: dh[u] = Σ both partials of the
     // step before (split.h)
-    auto split_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* gh_out,
-                           const scalar_t* gc_out, scalar_t* dav) {
+    auto split_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* gh_out, int64_t ldh,
+                           const scalar_t* gc_out, int64_t ldc, scalar_t* dav) {
       const Partials<scalar_t> parts{partials.data_ptr<scalar_t>(), H};
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
         const int64_t t = order.at(s1 - 1 - i);
         if (i > 0) parts.add_to(i - 1, u, dhv);
-        const scalar_t* go = gh_out ? gh_out + (t - t0) * H : nullptr;
-        const scalar_t* gc = gc_out ? gc_out + (t - t0) * H : nullptr;
+        const scalar_t* go = gh_out ? gh_out + (t - t0) * ldh : nullptr;
+        const scalar_t* gc = gc_out ? gc_out + (t - t0) * ldc : nullptr;
         for (int64_t j = u.u0; j < u.u1; ++j) {
           dinv[j] = dhv[j] + (go ? go[j] : scalar_t(0));
           dhv[j] = 0;
@@ -169,12 +171,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
       const int64_t t0 = span.first, t1 = span.second;
       scalar_t* dav = da[slot].data_ptr<scalar_t>();
-      // the upstream gradients of the chunk's steps (copied per chunk only when not contiguous)
-      const Tensor gh_chunk = has_dh ? grad_steps(*dhs, rows, t0, t1) : Tensor();
-      const Tensor gc_chunk = has_dc ? grad_steps(*dcs, rows, t0, t1) : Tensor();
-      const scalar_t* gh_out = has_dh ? gh_chunk.data_ptr<scalar_t>() : nullptr;
-      const scalar_t* gc_out = has_dc ? gc_chunk.data_ptr<scalar_t>() : nullptr;
-      if (split) return split_steps(s0, s1, t0, gh_out, gc_out, dav);
+      // the upstream gradients of the chunk's steps, row strides ldh, ldc (common.h grad_steps)
+      const StepGrads gh = has_dh ? grad_steps(*dhs, rows, t0, t1) : StepGrads{Tensor(), 0, false};
+      const StepGrads gc = has_dc ? grad_steps(*dcs, rows, t0, t1) : StepGrads{Tensor(), 0, false};
+      const scalar_t* gh_out = has_dh ? gh.data<scalar_t>() : nullptr;
+      const scalar_t* gc_out = has_dc ? gc.data<scalar_t>() : nullptr;
+      const int64_t ldh = gh.ld, ldc = gc.ld;
+      if (split) return split_steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav);
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s), r0 = rows.off[t] - rows.off[t0];  // step t's chunk rows
         const int64_t n = rows.rows_of(t), act = active[t];
@@ -184,7 +187,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
           const bool valid = !m || m[t * B + b];
           scalar_t* d = dhv + b * P;
           scalar_t* di = dinv + b * P;
-          const scalar_t* go = gh_out ? gh_out + (r0 + b) * P : nullptr;
+          const scalar_t* go = gh_out ? gh_out + (r0 + b) * ldh : nullptr;
           for (int64_t j = 0; j < P; ++j) {
             const scalar_t v = d[j] + (go ? go[j] : scalar_t(0));
             di[j] = valid ? v : scalar_t(0);
@@ -201,7 +204,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
           for (int64_t b = b0; b < b1; ++b) {
             scalar_t* dcb = dcv + b * H;
             if (gc_out) {
-              const scalar_t* gco = gc_out + (r0 + b) * H;
+              const scalar_t* gco = gc_out + (r0 + b) * ldc;
               for (int64_t j = 0; j < H; ++j) dcb[j] += gco[j];
             }
             scalar_t* d = da_t + b * 4 * H;
@@ -221,6 +224,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       const auto span = order.span(s0, s1);
       const int64_t t0 = span.first, t1 = span.second, count = rows.count(t0, t1);
       auto da_c = da[slot].narrow(0, 0, count);  // [rows, 4H]
+      weights.ensure();
       add_weight_grads(da_c, x, rows, t0, t1, dw_ih, db);
       add_prev_grads(dw_hh, da_c, h0, hs_c, rows, t0, t1, reverse);
       if (proj) {  // dW_hr += Σ dh_t^T r_t,  r_t = o ⊙ tanh(c_t)
@@ -232,6 +236,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = da W_ih
       const auto span = order.span(s0, s1);
       const int64_t count = rows.count(span.first, span.second);
+      inputs.ensure();
       input_grad(da[slot].narrow(0, 0, count), w_ih, rows, span.first, span.second, dx);
     };
     run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);

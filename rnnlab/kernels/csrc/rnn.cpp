@@ -96,14 +96,16 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
   const int64_t K = pipelined_chunk(K_one, overlap);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   // each slot's chunk of pre-activation gradients [rows, H]: where the upstream gradient's chunk
-  // is a private copy (it was not contiguous, e.g. the expanded one of out.sum()), da overwrites
-  // that copy in place, else a buffer of the slot's own (allocated on first use)
+  // is a private copy (common.h grad_steps), da overwrites that copy in place, else a buffer of
+  // the slot's own (allocated on first use)
   std::vector<Tensor> da(slots), da_buf(slots);
   auto dh = at::zeros({B, H}, x.options());
   auto partials = split ? at::empty({2, 2, H}, x.options()) : Tensor();
-  auto dx = need_dx ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
-  auto dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
-  auto db = at::zeros({H}, x.options());
+  Tensor dx, dw_ih, dw_hh, db;  // made on first use (common.h OnFirstUse)
+  const OnFirstUse weights([&] {
+    dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh), db = at::zeros({H}, x.options());
+  }, overlap);
+  const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx); }, overlap);
   auto hs_c = hs.contiguous();
   auto whh = w_hh.contiguous();
   const StepOrder order{T, reverse};
@@ -115,13 +117,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const StepGemm<scalar_t> step(w, H, false, B, H, H);  // dh += da W_hh
     const auto active = running_rows(rows, m);
     // B = 1 on both cores, own units u: dh[u] = Σ both partials of the step before (split.h)
-    auto split_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* g_out, scalar_t* da0) {
+    auto split_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* g_out, int64_t ld,
+                           scalar_t* da0) {
       const Partials<scalar_t> parts{partials.data_ptr<scalar_t>(), H};
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
         const int64_t t = order.at(s1 - 1 - i);
         if (i > 0) parts.add_to(i - 1, u, dhv);
         scalar_t* da_t = da0 + (t - t0) * H;
-        const scalar_t* g = g_out + (t - t0) * H;
+        const scalar_t* g = g_out + (t - t0) * ld;
         const scalar_t* h = hv + t * H;
         RNNLAB_SIMD for (int64_t j = u.u0; j < u.u1; ++j) {
           const scalar_t v = dhv[j] + g[j];
@@ -134,23 +137,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {
       const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
       const int64_t t0 = span.first, t1 = span.second;
-      const Tensor g_chunk = grad_steps(dhs, rows, t0, t1);
-      const scalar_t* g_out = g_chunk.data_ptr<scalar_t>();  // steps t0.. of dL/dh (from outside)
-      if (g_chunk.is_alias_of(dhs)) {
+      const StepGrads g = grad_steps(dhs, rows, t0, t1);
+      const scalar_t* g_out = g.data<scalar_t>();  // steps t0.. of dL/dh (from outside), row stride ld
+      const int64_t ld = g.ld;
+      if (g.copy) {
+        da[slot] = g.rows;  // da_t[j] may replace g_t[j]
+      } else {
         if (!da_buf[slot].defined()) da_buf[slot] = at::empty({K * B, H}, x.options());
         da[slot] = da_buf[slot].narrow(0, 0, rows.count(t0, t1));
-      } else {
-        da[slot] = g_chunk;  // da_t[j] may replace g_t[j]
       }
       scalar_t* da0 = da[slot].data_ptr<scalar_t>();
-      if (split) return split_steps(s0, s1, t0, g_out, da0);
+      if (split) return split_steps(s0, s1, t0, g_out, ld, da0);
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s);
         const int64_t n = rows.rows_of(t), r0 = rows.off[t] - rows.off[t0];
         scalar_t* da_t = da0 + r0 * H;
         for_range(n, H, [&](int64_t b0, int64_t b1) {
           for (int64_t b = b0; b < b1; ++b) {
-            const int64_t o = (rows.off[t] + b) * H, og = (r0 + b) * H;
+            const int64_t o = (rows.off[t] + b) * H, og = (r0 + b) * ld;
             scalar_t* dhb = dhv + b * H;
             scalar_t* dab = da_t + b * H;
             if (m && !m[t * B + b]) {  // padded: gradient passes to h_{t-1} untouched
@@ -173,11 +177,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     };
     auto weight_grads = [&](int64_t slot, int64_t s0, int64_t s1) {
       const auto span = order.span(s0, s1);
+      weights.ensure();
       add_weight_grads(da[slot], x, rows, span.first, span.second, dw_ih, db);
       add_prev_grads(dw_hh, da[slot], h0, hs_c, rows, span.first, span.second, reverse);
     };
     auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = da W_ih
       const auto span = order.span(s0, s1);
+      inputs.ensure();
       input_grad(da[slot], w_ih, rows, span.first, span.second, dx);
     };
     run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);
