@@ -183,8 +183,8 @@ struct StepOrder {
 
 // Backward runs in chunks of steps, so the per-step gradient buffers are chunk-sized (peak
 // training memory stays near the saved activations) while the weight-gradient GEMMs stay large.
-// A chunk is about T/8 steps and at most 2048 rows, but at least 32 K elements of the widest chunk
-// buffer (`width` values per row): each chunk costs ~5 small ATen calls, which would otherwise
+// A chunk is about T/8 steps and at most 2048 rows, but at least 32 K elements of its buffers
+// (`width` values per row, all of them: the LSTM with projection keeps 4H + P): each chunk costs ~5 small ATen calls, which would otherwise
 // dominate small problems (RNN B=8 H=64 train: 0.95 → 1.19 ms with 13-step chunks). Whole-sequence
 // chunks (the rule before) measured within ±5 % of this at B ≥ 8 but for small RNNs (interleaved
 // A/B, 2 threads: LSTM B=32 H=128 14.2 vs 14.0 ms, GRU B=64 H=256 62.4 vs 62.2, RNN B=32 H=128

@@ -108,7 +108,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   // of one chunk overlap the next chunk's recurrence (pipeline.h): two buffers
   const bool split =
       !proj && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 4 * H * P, true);
-  const int64_t K_one = split ? split_chunk(T) : chunk_steps(T, B, 4 * H);
+  const int64_t K_one = split ? split_chunk(T) : chunk_steps(T, B, 4 * H + (proj ? P : 0));
   const bool overlap = !split && overlap_chunks((T + K_one - 1) / K_one, B, B * P * 4 * H, true);
   const int64_t K = pipelined_chunk(K_one, overlap);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
