@@ -184,9 +184,10 @@ struct StepOrder {
 // Backward runs in chunks of steps, so the per-step gradient buffers are chunk-sized (peak
 // training memory stays near the saved activations) while the weight-gradient GEMMs stay large.
 // A chunk is about T/8 steps and at most 2048 rows, but at least 32 K elements of its buffers
-// (`width` values per row, all of them: the LSTM with projection keeps 4H + P): each chunk costs ~5 small ATen calls, which would otherwise
-// dominate small problems (RNN B=8 H=64 train: 0.95 → 1.19 ms with 13-step chunks). Whole-sequence
-// chunks (the rule before) measured within ±5 % of this at B ≥ 8 but for small RNNs (interleaved
+// (`width` values per row, all of them: the LSTM with projection keeps 4H + P): each chunk costs
+// ~5 small ATen calls, which would otherwise dominate small problems (RNN B=8 H=64 train: 0.95 →
+// 1.19 ms with 13-step chunks). Whole-sequence chunks (the rule before) measured within ±5 % of
+// this at B ≥ 8 but for small RNNs (interleaved
 // A/B, 2 threads: LSTM B=32 H=128 14.2 vs 14.0 ms, GRU B=64 H=256 62.4 vs 62.2, RNN B=32 H=128
 // 3.40 vs 3.67 ms).
 inline int64_t chunk_steps(int64_t T, int64_t B, int64_t width) {
@@ -258,8 +259,6 @@ inline void add_weight_grads(const Tensor& da, const Tensor& x, const StepRows& 
   db.add_(a2.sum(0));
 }
 
-// The input gradient of a chunk of steps [t0, t1): its rows of dx = da W_ih (nothing when dx is
-// empty: not needed).
 // The gradients a backward returns, made when first needed: a serial backward then makes them
 // after its first chunk's recurrence, whose upstream-gradient copy is gone by then, not before it
 // (GRU B=1 H=64 training peak 0.365 → 0.32 MB, with dx made after the weight gradients). A
@@ -283,6 +282,8 @@ inline Tensor input_grads_like(const Tensor& x, bool need) {
   return need ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
 }
 
+// The input gradient of a chunk of steps [t0, t1): its rows of dx = da W_ih (nothing when dx is
+// empty: not needed).
 inline void input_grad(const Tensor& da, const Tensor& w_ih, const StepRows& r, int64_t t0, int64_t t1,
                        Tensor& dx) {
   if (dx.numel() == 0) return;
