@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
 from ..bptt import GRUFunction, LSTMFunction, RNNFunction
+from . import ops
 from .ops import _C, AVAILABLE, LOAD_ERROR, ONEDNN, ONEDNN_KINDS
 
 _forced_reference = os.environ.get("RNNLAB_BACKEND", "").lower() == "reference"
@@ -131,15 +132,6 @@ def _flip_time(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
     return x.flip(0), (mask.flip(0) if mask is not None else None)
 
 
-def _below_autograd(needs_grad: bool) -> AbstractContextManager[object]:
-    """Where a fused op call goes: with nothing to differentiate, below autograd, straight to the
-    CPU kernel. The Python autograd wrapper torch.library gives a custom op costs ~6 µs a call
-    even under no_grad (a one-step LSTM op: 14.4 → 8.0 µs). Not while torch.compile traces."""
-    if needs_grad or torch.compiler.is_compiling():
-        return nullcontext()
-    return torch._C._AutoDispatchBelowAutograd()
-
-
 def _needs_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -157,18 +149,15 @@ def rnn(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
     """
     train = _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh)
     if batch_sizes is not None:
-        with _below_autograd(train):
-            return torch.ops.rnnlab.rnn_fwd(x, None, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu",
-                                            reverse, batch_sizes)
+        return ops.call("rnn_fwd", train, x, None, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu",
+                        reverse, batch_sizes)
     if uses_onednn("rnn", x, mask, h0.shape[1], train):
         kind = ONEDNN_KINDS[nonlinearity]
-        with _below_autograd(train):
-            return torch.ops.rnnlab.onednn_fwd(kind, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, train,
-                                               reverse)[0]
+        return ops.call("onednn_fwd", train, kind, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, train,
+                        reverse)[0]
     if _fused(x):
-        with _below_autograd(train):
-            return torch.ops.rnnlab.rnn_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu",
-                                            reverse)
+        return ops.call("rnn_fwd", train, x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu",
+                        reverse, None)
     if reverse:
         x, mask = _flip_time(x, mask)
     hs = RNNFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
@@ -183,17 +172,14 @@ def lstm(x: Tensor, mask: Tensor | None, h0: Tensor, c0: Tensor, w_ih: Tensor, w
     ``batch_sizes`` as in ``rnn`` (only ``hs``/``cs`` are flipped back on the reference path)."""
     train = _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
     if batch_sizes is not None:
-        with _below_autograd(train):
-            return torch.ops.rnnlab.lstm_fwd(x, None, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
-                                             batch_sizes)
+        return ops.call("lstm_fwd", train, x, None, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
+                        batch_sizes)
     if uses_onednn("lstm", x, mask, c0.shape[1], train, proj=w_hr is not None):
-        with _below_autograd(train):
-            hs, _, c_t, ws = torch.ops.rnnlab.onednn_fwd(2, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
-                                                         train, reverse)
+        hs, _, c_t, ws = ops.call("onednn_fwd", train, 2, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
+                                  train, reverse)
         return hs, c_t.unsqueeze(0), ws
     if _fused(x):
-        with _below_autograd(train):
-            return torch.ops.rnnlab.lstm_fwd(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse)
+        return ops.call("lstm_fwd", train, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, None)
     if reverse:
         x, mask = _flip_time(x, mask)
     hs, cs, ws = LSTMFunction.apply(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
@@ -207,18 +193,15 @@ def gru(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
     ``rnn`` (only ``hs`` is flipped back on the reference path)."""
     keep = _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh)  # the workspace only matters for a backward
     if batch_sizes is not None:
-        with _below_autograd(keep):
-            return torch.ops.rnnlab.gru_fwd(x, None, h0, w_ih, w_hh, b_ih, b_hh, reset == "after", keep,
-                                            reverse, batch_sizes)
+        return ops.call("gru_fwd", keep, x, None, h0, w_ih, w_hh, b_ih, b_hh, reset == "after", keep,
+                        reverse, batch_sizes)
     if reset == "after" and uses_onednn("gru", x, mask, h0.shape[1], keep):
-        with _below_autograd(keep):
-            hs, _, _, ws = torch.ops.rnnlab.onednn_fwd(3, x, h0, None, w_ih, w_hh, b_ih, b_hh, None,
-                                                       keep, reverse)
+        hs, _, _, ws = ops.call("onednn_fwd", keep, 3, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, keep,
+                                reverse)
         return hs, ws
     if _fused(x):
-        with _below_autograd(keep):
-            return torch.ops.rnnlab.gru_fwd(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset == "after", keep,
-                                            reverse)
+        return ops.call("gru_fwd", keep, x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset == "after", keep,
+                        reverse, None)
     if reverse:
         x, mask = _flip_time(x, mask)
     hs, ws = GRUFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset)
