@@ -302,6 +302,25 @@ def test_opcheck_step_ops(name):
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
+def test_gradient_reaches_the_only_parameter_that_needs_it(variant):
+    """With one parameter alone requiring a gradient (weight_hr for the projection, weight_hh
+    otherwise), the fused call still records it (a call with nothing to differentiate skips
+    autograd) and its gradient equals the reference path's; nothing else gets one."""
+    cls, kw = VARIANTS[variant]
+    layer = cls(3, 4, dtype=torch.float64, **kw)
+    alone = "weight_hr_l0" if "proj_size" in kw else "weight_hh_l0"
+    for name, p in layer.named_parameters():
+        p.requires_grad_(name == alone)
+    x = torch.randn(6, 2, 3, dtype=torch.float64)
+
+    def run():
+        out, _ = layer(x)
+        return torch.autograd.grad((out * out).sum(), [getattr(layer, alone)])
+
+    _assert_fused_matches_reference(run, torch.float64)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
 def test_non_contiguous_parameters_and_state(variant):
     """Weights stored transposed (non-contiguous views) and a non-contiguous h0 give the same
     results on the fused path (sequence and step) as on the reference path."""
