@@ -5,6 +5,8 @@
 //             dc⊙i⊙(1-g²), dr⊙tanh(c)⊙o(1-o)];  dh_{t-1} = da W_hh;  dc_{t-1} = dc⊙f
 // reverse = true walks t = T-1 … 0 with (h, c)_{t+1} as the previous state (see rnn.cpp). Packed
 // input (batch_sizes): x, hs, cs, gates hold each step's running sequences only, as in rnn.cpp.
+#include <optional>
+
 #include "split.h"
 
 namespace rnnlab {
@@ -47,6 +49,10 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     scalar_t* rv = proj ? r.data_ptr<scalar_t>() : nullptr;
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     const StepGemm<scalar_t> step(w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
+    // h_t = r_t W_hr^T: packed once and on one MKL thread like the recurrent GEMM (as a plain
+    // 2-thread GEMM per step it cost a fork/join each step)
+    std::optional<StepGemm<scalar_t>> project;
+    if (proj) project.emplace(whr.data_ptr<scalar_t>(), H, true, B, P, H, 1);
     const auto active = running_rows(rows, m);
     auto split_recurrence = [&](int64_t s0, int64_t s1) {  // B = 1, own units u
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
@@ -79,7 +85,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
             lstm_fwd_row(H, H, g + b * 4 * H, c.row(b), cn + b * H, rout + b * H);
           }
         });
-        if (proj) gemm<scalar_t>(false, true, n, P, H, 1, rv, H, whr.data_ptr<scalar_t>(), H, 0, hn, P);
+        if (proj) (*project)(rv, H, 0, hn, P, n);
         if (m) {  // padded steps keep the previous state
           for (int64_t b = 0; b < B; ++b) {
             if (m[t * B + b]) continue;
@@ -142,6 +148,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const bool* m = mask_ptr(mask);
     const scalar_t* w = whh.data_ptr<scalar_t>();
     const StepGemm<scalar_t> step(w, P, false, B, P, 4 * H);  // dh += da W_hh
+    std::optional<StepGemm<scalar_t>> back_project;  // dr = dh W_hr (as in the forward)
+    if (proj) back_project.emplace(whr.data_ptr<scalar_t>(), H, false, B, H, P, 1);
     const auto active = running_rows(rows, m);
     const scalar_t* c0v = c0c.data_ptr<scalar_t>();
     // B = 1 without projection (P = H) on both cores, own units u: dh[u] = Σ both partials of the
@@ -196,7 +204,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
         }
         if (proj) {  // through h_t = W_hr r_t
           std::copy(dinv, dinv + n * P, dh_cells[slot].data_ptr<scalar_t>() + r0 * P);
-          gemm<scalar_t>(false, false, n, H, P, 1, dinv, P, whr.data_ptr<scalar_t>(), H, 0, drv, H);
+          (*back_project)(dinv, P, 0, drv, H, n);
         }
         const PrevRows<scalar_t> cprev = prev_rows(rows, order, t, csv, c0v, H);  // c_{t-1}, by row
         scalar_t* da_t = dav + r0 * 4 * H;
