@@ -33,17 +33,25 @@ namespace rnnlab {
 // 0.80, B=64 H=64 7.06 → 5.31, B=64 H=128 (4.2 M multiply-adds per step) 16.7 → 14.9, B=32 H=256
 // (8.4 M) 26.5 → 26.5, B=64 H=256 (16.8 M) 48.3 → 50.1; GRU B=64 H=64 6.16 → 4.44, B=32 H=256
 // (6.3 M) 25.2 → 22.0, B=64 H=256 (12.6 M) 43.9 → 42.4; RNN B=64 H=64 2.88 → 1.93, B=64 H=256
-// (4.2 M) 16.5 → 14.9. The forward has only the input projection to move, which makes up for a
-// single-threaded step GEMM only up to ~3 M multiply-adds. Training forward, one projection →
-// pipelined (ms): GRU B=32 H=128 (1.6 M) 2.94 → 2.68, LSTM B=32 H=128 (2.1 M) 3.73 → 3.49, GRU
-// B=16 H=256 (3.1 M) 4.48 → 4.25, LSTM B=16 H=256 (4.2 M) 5.48 → 5.45, RNN B=32 H=512 (8.4 M)
-// 9.56 → 9.81, GRU B=8 H=512 (6.3 M) 7.78 → 12.78.
+// (4.2 M) 16.5 → 14.9. The forward has only the input projection to move: it makes up for a
+// single-threaded step GEMM up to ~3 M multiply-adds, and up to 7 M while that one core keeps
+// W_hh in its L2 (≤ 1 MB of floats). Training forward, one projection → pipelined (ms): GRU B=32
+// H=128 (1.6 M) 2.94 → 2.68, LSTM B=32 H=128 (2.1 M) 3.73 → 3.49, GRU B=16 H=256 (3.1 M) 4.48 →
+// 4.25, LSTM B=16 H=256 (4.2 M) 5.48 → 5.45, RNN B=32 H=512 (8.4 M) 9.56 → 9.81. Whole layer
+// with torch interleaved, 3.2 M → 7 M limit (train / infer ms): LSTM proj B=32 H=256 (4.2 M,
+// 512 KB) training 33.0 → 30.5 and 31.6 → 29.6 in two runs; RNN B=64 H=256 (4.2 M, 256 KB) 18.2 → 17.5,
+// 6.64 → 6.05 infer; LSTM B=64 H=128 (4.2 M, 256 KB) 22.2 → 21.3 train; GRU B=32 H=256 (6.3 M,
+// 768 KB) 29.1 → 28.8 / 9.33 → 9.03; RNN B=16 H=512 (4.2 M, 1 MB) even. Past one L2 it lost:
+// GRU B=8 H=512 (6.3 M, 3 MB of W_hh) 33.1 → 36.4 / 8.99 → 13.4.
 constexpr int64_t kOverlapBackward = 8000000, kOverlapForward = 3200000;
+constexpr int64_t kOverlapForwardL2 = 7000000, kOverlapWeightsL2 = 262144;
 
 inline bool overlap_chunks(int64_t chunks, int64_t B, int64_t step_macs, bool backward) {
   if (chunks < 2 || at::get_num_threads() < 2 || at::in_parallel_region()) return false;
   if (B == 1) return step_macs <= kBlasGemv;  // the hand-written single-thread mat-vec
-  return step_macs <= (backward ? kOverlapBackward : kOverlapForward);
+  if (backward) return step_macs <= kOverlapBackward;
+  const int64_t weights = step_macs / B;  // elements of W_hh: each step multiplies B rows by it
+  return step_macs <= kOverlapForward || (step_macs <= kOverlapForwardL2 && weights <= kOverlapWeightsL2);
 }
 
 // Chunk length in the backward pipeline: half the one-thread chunk, so its two alternating chunk
