@@ -118,16 +118,14 @@ def call(name: str, needs_grad: bool, *args: Any) -> Any:
     """``torch.ops.rnnlab.<name>(*args)``, every argument given. With nothing to differentiate it
     goes straight to the CPU kernel (torch.library's autograd wrapper cost 15–80 µs a call even
     under no_grad: LSTM B=1 H=128 inference 0.349 → 0.298 ms); with gradients in eager mode through
-    `_Eager`; while torch.compile traces, as registered."""
+    `_Eager`; while torch.compile traces or a torch.func transform runs, as registered."""
     op = getattr(torch.ops.rnnlab, name).default
-    if torch.compiler.is_compiling() or (needs_grad and name not in _EAGER):
-        return op(*args)
-    if needs_grad and torch._C._are_functorch_transforms_active():  # torch.func: as registered
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return op(*args)
     if not needs_grad:
         with torch._C._AutoDispatchBelowAutograd():
             return op(*args)
-    return _Eager.apply(*args, name)
+    return _Eager.apply(*args, name) if name in _EAGER else op(*args)
 
 
 def _register() -> None:
