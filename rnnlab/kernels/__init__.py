@@ -148,16 +148,14 @@ def rnn(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
     (fused kernels only), and so are the states returned, ``(N, H)``.
     """
     train = _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh)
-    if batch_sizes is not None:
-        return ops.call("rnn_fwd", train, x, None, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu",
-                        reverse, batch_sizes)
-    if uses_onednn("rnn", x, mask, h0.shape[1], train):
+    packed = batch_sizes is not None  # (packed rows carry no mask: each step holds its own)
+    if not packed and uses_onednn("rnn", x, mask, h0.shape[1], train):
         kind = ONEDNN_KINDS[nonlinearity]
         return ops.call("onednn_fwd", train, kind, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, train,
                         reverse)[0]
-    if _fused(x):
+    if packed or _fused(x):
         return ops.call("rnn_fwd", train, x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity == "relu",
-                        reverse, None)
+                        reverse, batch_sizes)
     if reverse:
         x, mask = _flip_time(x, mask)
     hs = RNNFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, nonlinearity)
@@ -171,15 +169,14 @@ def lstm(x: Tensor, mask: Tensor | None, h0: Tensor, c0: Tensor, w_ih: Tensor, w
     the final cell state ``(1, B, H)`` (all the layer needs of it). ``reverse`` and
     ``batch_sizes`` as in ``rnn`` (only ``hs``/``cs`` are flipped back on the reference path)."""
     train = _needs_grad(x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
-    if batch_sizes is not None:
-        return ops.call("lstm_fwd", train, x, None, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
-                        batch_sizes)
-    if uses_onednn("lstm", x, mask, c0.shape[1], train, proj=w_hr is not None):
+    packed = batch_sizes is not None
+    if not packed and uses_onednn("lstm", x, mask, c0.shape[1], train, proj=w_hr is not None):
         hs, _, c_t, ws = ops.call("onednn_fwd", train, 2, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr,
                                   train, reverse)
         return hs, c_t.unsqueeze(0), ws
-    if _fused(x):
-        return ops.call("lstm_fwd", train, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse, None)
+    if packed or _fused(x):
+        return ops.call("lstm_fwd", train, x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr, reverse,
+                        batch_sizes)
     if reverse:
         x, mask = _flip_time(x, mask)
     hs, cs, ws = LSTMFunction.apply(x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr)
@@ -192,16 +189,14 @@ def gru(x: Tensor, mask: Tensor | None, h0: Tensor, w_ih: Tensor, w_hh: Tensor,
     """One GRU layer/direction → ``(hs, workspace)``; ``reverse`` and ``batch_sizes`` as in
     ``rnn`` (only ``hs`` is flipped back on the reference path)."""
     keep = _needs_grad(x, h0, w_ih, w_hh, b_ih, b_hh)  # the workspace only matters for a backward
-    if batch_sizes is not None:
-        return ops.call("gru_fwd", keep, x, None, h0, w_ih, w_hh, b_ih, b_hh, reset == "after", keep,
-                        reverse, batch_sizes)
-    if reset == "after" and uses_onednn("gru", x, mask, h0.shape[1], keep):
+    packed = batch_sizes is not None
+    if not packed and reset == "after" and uses_onednn("gru", x, mask, h0.shape[1], keep):
         hs, _, _, ws = ops.call("onednn_fwd", keep, 3, x, h0, None, w_ih, w_hh, b_ih, b_hh, None, keep,
                                 reverse)
         return hs, ws
-    if _fused(x):
+    if packed or _fused(x):
         return ops.call("gru_fwd", keep, x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset == "after", keep,
-                        reverse, None)
+                        reverse, batch_sizes)
     if reverse:
         x, mask = _flip_time(x, mask)
     hs, ws = GRUFunction.apply(x, mask, h0, w_ih, w_hh, b_ih, b_hh, reset)

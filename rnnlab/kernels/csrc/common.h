@@ -207,7 +207,7 @@ struct StepGrads {
   int64_t ld;
   bool copy;  // rows is a private contiguous copy of the whole block (a kernel may overwrite it)
   template <typename T>
-  const T* data() const { return rows.data_ptr<T>(); }
+  const T* data() const { return rows.defined() ? rows.data_ptr<T>() : nullptr; }
 };
 inline StepGrads grad_steps(const Tensor& dhs, const StepRows& r, int64_t t0, int64_t t1) {
   Tensor block = step_block(dhs, r, t0, t1);  // [rows, H]
@@ -215,6 +215,10 @@ inline StepGrads grad_steps(const Tensor& dhs, const StepRows& r, int64_t t0, in
   if (block.stride(0) == 0) return {block.narrow(0, 0, 1).contiguous(), 0, false};
   Tensor copy = block.contiguous();
   return {copy, copy.size(1), true};
+}
+// An optional upstream gradient: none read (a null pointer) when it is absent
+inline StepGrads grad_steps(const c10::optional<Tensor>& dhs, const StepRows& r, int64_t t0, int64_t t1) {
+  return dhs.has_value() && dhs->defined() ? grad_steps(*dhs, r, t0, t1) : StepGrads{Tensor(), 0, false};
 }
 
 // out += Σ_{t in [t0, t0+n)} a_t^T h_{t-1}  (h_{-1} = h0), a: the chunk's [n, B, M] rows.

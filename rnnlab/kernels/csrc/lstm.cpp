@@ -109,7 +109,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   const StepRows rows = step_rows(x, batch_sizes);
   const int64_t T = rows.T, B = rows.B, H = c0.size(1), P = h0.size(1);
   const bool proj = w_hr.has_value() && w_hr->defined();
-  const bool has_dh = dhs.has_value() && dhs->defined(), has_dc = dcs.has_value() && dcs->defined();
   // B = 1 without projection: both cores in the recurrence (split.h); else the weight gradients
   // of one chunk overlap the next chunk's recurrence (pipeline.h): two buffers
   const bool split =
@@ -180,10 +179,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       const int64_t t0 = span.first, t1 = span.second;
       scalar_t* dav = da[slot].data_ptr<scalar_t>();
       // the upstream gradients of the chunk's steps, row strides ldh, ldc (common.h grad_steps)
-      const StepGrads gh = has_dh ? grad_steps(*dhs, rows, t0, t1) : StepGrads{Tensor(), 0, false};
-      const StepGrads gc = has_dc ? grad_steps(*dcs, rows, t0, t1) : StepGrads{Tensor(), 0, false};
-      const scalar_t* gh_out = has_dh ? gh.data<scalar_t>() : nullptr;
-      const scalar_t* gc_out = has_dc ? gc.data<scalar_t>() : nullptr;
+      const StepGrads gh = grad_steps(dhs, rows, t0, t1), gc = grad_steps(dcs, rows, t0, t1);
+      const scalar_t* gh_out = gh.data<scalar_t>();  // null when absent
+      const scalar_t* gc_out = gc.data<scalar_t>();
       const int64_t ldh = gh.ld, ldc = gc.ld;
       if (split) return split_steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav);
       for (int64_t s = s1 - 1; s >= s0; --s) {
