@@ -92,8 +92,8 @@ inline const bool* mask_ptr(const c10::optional<Tensor>& mask) {
   return (mask.has_value() && mask->defined()) ? mask->data_ptr<bool>() : nullptr;
 }
 
-// Σ_t a_t^T b_t for a [T, B, M], b [T, B, N] → [M, N] (one GEMM over all steps). `a` may be a
-// narrowed view of a wider buffer: flattened to 2-D first, so BLAS reads it in place (no copy).
+// A [T, B, F] tensor as its [T·B, F] rows. `a` may be a narrowed view of a wider buffer: BLAS
+// reads it in place (no copy) when its rows merge.
 inline Tensor rows2d(const Tensor& a) {
   if (a.dim() == 2) return a;  // BLAS reads any row stride
   if (a.is_contiguous()) return a.view({-1, a.size(-1)});
@@ -101,15 +101,18 @@ inline Tensor rows2d(const Tensor& a) {
     return a.as_strided({a.size(0) * a.size(1), a.size(2)}, {a.stride(1), a.stride(2)});
   return a.reshape({-1, a.size(-1)});  // otherwise (e.g. batch_first input) a copy
 }
-inline Tensor gemm_tn(const Tensor& a, const Tensor& b) { return at::mm(rows2d(a).t(), rows2d(b)); }
 
-// Σ_t a_t^T h_{t-1} with h_{-1} = h0, without materialising the shifted states.
-inline Tensor gemm_tn_prev(const Tensor& a, const Tensor& h0, const Tensor& hs) {
-  const int64_t T = a.size(0), B = a.size(1);
-  auto a2 = rows2d(a), h2 = rows2d(hs);
-  auto out = at::mm(a2.narrow(0, 0, B).t(), h0);
-  if (T > 1) out.addmm_(a2.narrow(0, B, (T - 1) * B).t(), h2.narrow(0, 0, (T - 1) * B));
-  return out;
+// A weight gradient summed over the chunks of a backward: out = a^T b for the first chunk the
+// backward runs (`first`: out's earlier contents are ignored, BLAS's beta = 0, so it needs no
+// zeroing), out += a^T b for the others. Zeroing dW first and adding every chunk cost an extra pass
+// over dW (GRU B=1 H=512 T=100: 3 MB each of dW_ih and dW_hh) on every backward.
+inline void acc_tn(Tensor out, const Tensor& a, const Tensor& b, bool first) {
+  out.addmm_(a.t(), b, first ? 0 : 1, 1);
+}
+// out = Σ_rows a (first) or out += Σ_rows a: a bias gradient, as acc_tn
+inline void acc_rows(Tensor out, const Tensor& a, bool first) {
+  if (first) at::sum_out(out, a, 0);
+  else out.add_(a.sum(0));
 }
 
 // Where each step's rows live. Dense sequences ([T, B, ·] tensors): step t is rows [tB, (t+1)B) of
@@ -221,27 +224,6 @@ inline StepGrads grad_steps(const c10::optional<Tensor>& dhs, const StepRows& r,
   return dhs.has_value() && dhs->defined() ? grad_steps(*dhs, r, t0, t1) : StepGrads{Tensor(), 0, false};
 }
 
-// out += Σ_{t in [t0, t0+n)} a_t^T h_{t-1}  (h_{-1} = h0), a: the chunk's [n, B, M] rows.
-// reverse: the previous state of step t is h_{t+1} (h_T = h0).
-inline void add_prev_gemm(Tensor out, const Tensor& a, const Tensor& h0, const Tensor& hs, int64_t t0,
-                          bool reverse = false) {
-  const int64_t n = a.size(0), B = a.size(1);
-  auto a2 = rows2d(a);
-  if (reverse) {
-    const bool last = t0 + n == hs.size(0);  // the chunk holds step T-1, whose previous is h0
-    if (last) out.addmm_(a2.narrow(0, (n - 1) * B, B).t(), h0);
-    const int64_t m = last ? n - 1 : n;
-    if (m > 0) out.addmm_(a2.narrow(0, 0, m * B).t(), rows2d(hs.narrow(0, t0 + 1, m)));
-    return;
-  }
-  if (t0 == 0) {
-    out.addmm_(a2.narrow(0, 0, B).t(), h0);
-    if (n > 1) out.addmm_(a2.narrow(0, B, (n - 1) * B).t(), rows2d(hs.narrow(0, 0, n - 1)));
-  } else {
-    out.addmm_(a2.t(), rows2d(hs.narrow(0, t0 - 1, n)));
-  }
-}
-
 // States entering the chunk's steps, materialised: [h_{t0-1}, ..., h_{t0+n-2}] → [n, B, H]
 // (reverse: [h_{t0+1}, ..., h_{t0+n}] with h_T = h0)
 inline Tensor prev_states(const Tensor& h0, const Tensor& hs, int64_t t0, int64_t n,
@@ -254,13 +236,13 @@ inline Tensor prev_states(const Tensor& h0, const Tensor& hs, int64_t t0, int64_
   return at::cat({h0.unsqueeze(0), hs.narrow(0, 0, n - 1)}, 0);
 }
 
-// The input weights' gradients of a chunk of steps [t0, t1): dW_ih += da^T x, db += Σ da
-// (da: the chunk's [rows, G] pre-activation gradients).
+// The input weights' gradients of a chunk of steps [t0, t1): dW_ih (+)= da^T x, db (+)= Σ da
+// (da: the chunk's [rows, G] pre-activation gradients; `first` as acc_tn).
 inline void add_weight_grads(const Tensor& da, const Tensor& x, const StepRows& r, int64_t t0, int64_t t1,
-                             Tensor& dw_ih, Tensor& db) {
+                             Tensor& dw_ih, Tensor& db, bool first) {
   auto a2 = rows2d(da);
-  dw_ih.addmm_(a2.t(), step_block(x, r, t0, t1));
-  db.add_(a2.sum(0));
+  acc_tn(dw_ih, a2, step_block(x, r, t0, t1), first);
+  acc_rows(db, a2, first);
 }
 
 // The gradients a backward returns, made when first needed: a serial backward then makes them
@@ -325,14 +307,23 @@ inline Tensor chunk_prev_states(const Tensor& h0, const Tensor& hs, const StepRo
   return rows2d(prev_states(h0, hs, t0, t1 - t0, reverse));
 }
 
-// dW += Σ_{t in [t0, t1)} da_t^T h_prev(t) for the chunk's da [rows, G] (h_prev as StepOrder).
+// dW (+)= Σ_{t in [t0, t1)} da_t^T h_prev(t) for the chunk's da [rows, G] (h_prev as StepOrder;
+// `first` as acc_tn). A dense chunk that holds the sequence's first step takes h0 for it: its
+// states are gathered into one block when that copy is no larger than dW, else h0's rows are a
+// GEMM of their own (a rank-B update, which reads and writes all of dW: GRU B=1 H=512, 3 MB).
 inline void add_prev_grads(Tensor out, const Tensor& da, const Tensor& h0, const Tensor& hs,
-                           const StepRows& r, int64_t t0, int64_t t1, bool reverse) {
-  if (!r.packed) {
-    const int64_t n = t1 - t0;
-    return add_prev_gemm(out, da.view({n, r.B, da.size(-1)}), h0, hs, t0, reverse);
+                           const StepRows& r, int64_t t0, int64_t t1, bool reverse, bool first) {
+  const int64_t B = r.B, n = t1 - t0, H = hs.size(-1);
+  const bool starts = reverse ? t1 == r.T : t0 == 0;  // the chunk holds the first step run
+  if (r.packed || !starts || da.size(0) * H <= out.numel())
+    return acc_tn(out, da, chunk_prev_states(h0, hs, r, t0, t1, reverse), first);
+  // h0 enters the step at the chunk's end (reverse: rows of step T-1) or start (rows of step 0)
+  const int64_t h0_row = reverse ? (n - 1) * B : 0, rest_row = reverse ? 0 : B;
+  acc_tn(out, da.narrow(0, h0_row, B), h0, first);
+  if (n > 1) {
+    auto states = rows2d(hs.narrow(0, reverse ? t0 + 1 : 0, n - 1));
+    acc_tn(out, da.narrow(0, rest_row, (n - 1) * B), states, false);
   }
-  out.addmm_(rows2d(da).t(), packed_prev_states(h0, hs, r, t0, t1, reverse));
 }
 
 // Rows still running at each step when the mask has "prefix form" (batch sorted by decreasing

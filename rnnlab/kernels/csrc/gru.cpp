@@ -138,8 +138,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   auto din_buf = at::empty({B, H}, x.options());
   Tensor dx, dw_ih, dw_hh, db_ih, db_hh;  // made on first use (common.h OnFirstUse)
   const OnFirstUse weights([&] {
-    dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh);
-    db_ih = at::zeros({3 * H}, x.options()), db_hh = at::zeros({3 * H}, x.options());
+    dw_ih = at::empty_like(w_ih), dw_hh = at::empty_like(w_hh);
+    db_ih = at::empty({3 * H}, x.options()), db_hh = at::empty({3 * H}, x.options());
   }, overlap);
   const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx); }, overlap);
   auto hs_c = hs.contiguous();
@@ -226,22 +226,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
       const auto span = order.span(s0, s1);
       const int64_t t0 = span.first, t1 = span.second;
       auto dgi_c = dgi[slot].narrow(0, 0, rows.count(t0, t1));  // [rows, 3H]
+      const bool first = s1 == T;  // written, not added to (acc_tn)
       weights.ensure();
-      add_weight_grads(dgi_c, x, rows, t0, t1, dw_ih, db_ih);
+      add_weight_grads(dgi_c, x, rows, t0, t1, dw_ih, db_ih, first);
       auto rz = dgi_c.narrow(1, 0, 2 * H);
-      add_prev_grads(dw_hh.narrow(0, 0, 2 * H), rz, h0c, hs_c, rows, t0, t1, reverse);
-      db_hh.narrow(0, 0, 2 * H).add_(rz.sum(0));
-      if (after) {  // W_hn's pre-activation gradient dan ⊙ r: a chunk-sized temporary
-        auto dn = dgi_c.narrow(1, 2 * H, H) * step_block(ws_c, rows, t0, t1).narrow(1, 0, H);
-        add_prev_grads(dw_hh.narrow(0, 2 * H, H), dn, h0c, hs_c, rows, t0, t1, reverse);
-        db_hh.narrow(0, 2 * H, H).add_(dn.sum(0));
-      } else {  // W_hn multiplies r ⊙ h_{t-1}
-        auto dn = dgi_c.narrow(1, 2 * H, H);
-        auto rh = step_block(ws_c, rows, t0, t1).narrow(1, 0, H) *
-                  chunk_prev_states(h0c, hs_c, rows, t0, t1, reverse);
-        dw_hh.narrow(0, 2 * H, H).addmm_(dn.t(), rh);
-        db_hh.narrow(0, 2 * H, H).add_(dn.sum(0));
+      add_prev_grads(dw_hh.narrow(0, 0, 2 * H), rz, h0c, hs_c, rows, t0, t1, reverse, first);
+      acc_rows(db_hh.narrow(0, 0, 2 * H), rz, first);
+      // W_hn's pre-activation gradient (a chunk-sized temporary): reset after dan ⊙ r, times
+      // h_{t-1}; reset before dan, times r ⊙ h_{t-1}
+      auto r = step_block(ws_c, rows, t0, t1).narrow(1, 0, H);
+      auto dn = dgi_c.narrow(1, 2 * H, H);
+      if (after) {
+        dn = dn * r;
+        add_prev_grads(dw_hh.narrow(0, 2 * H, H), dn, h0c, hs_c, rows, t0, t1, reverse, first);
+      } else {
+        acc_tn(dw_hh.narrow(0, 2 * H, H), dn, r * chunk_prev_states(h0c, hs_c, rows, t0, t1, reverse),
+               first);
       }
+      acc_rows(db_hh.narrow(0, 2 * H, H), dn, first);
     };
     auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = dgi W_ih
       const auto span = order.span(s0, s1);

@@ -126,8 +126,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   auto dh_cells = proj ? at::empty({slots, K * B, P}, x.options()) : Tensor();
   Tensor dx, dw_ih, dw_hh, db, dw_hr;  // made on first use (common.h OnFirstUse)
   const OnFirstUse weights([&] {
-    dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh), db = at::zeros({4 * H}, x.options());
-    dw_hr = proj ? at::zeros_like(*w_hr) : at::empty({0}, x.options());
+    dw_ih = at::empty_like(w_ih), dw_hh = at::empty_like(w_hh), db = at::empty({4 * H}, x.options());
+    dw_hr = proj ? at::empty_like(*w_hr) : at::empty({0}, x.options());
   }, overlap);
   const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx); }, overlap);
   auto cs_c = cs.contiguous();
@@ -230,13 +230,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       const auto span = order.span(s0, s1);
       const int64_t t0 = span.first, t1 = span.second, count = rows.count(t0, t1);
       auto da_c = da[slot].narrow(0, 0, count);  // [rows, 4H]
+      const bool first = s1 == T;  // written, not added to (acc_tn)
       weights.ensure();
-      add_weight_grads(da_c, x, rows, t0, t1, dw_ih, db);
-      add_prev_grads(dw_hh, da_c, h0, hs_c, rows, t0, t1, reverse);
+      add_weight_grads(da_c, x, rows, t0, t1, dw_ih, db, first);
+      add_prev_grads(dw_hh, da_c, h0, hs_c, rows, t0, t1, reverse, first);
       if (proj) {  // dW_hr += Σ dh_t^T r_t,  r_t = o ⊙ tanh(c_t)
         auto r = at::tanh(step_block(cs_c, rows, t0, t1));  // one chunk-sized temporary
         r.mul_(step_block(gates_c, rows, t0, t1).narrow(1, 3 * H, H));
-        dw_hr.addmm_(dh_cells[slot].narrow(0, 0, count).t(), r);
+        acc_tn(dw_hr, dh_cells[slot].narrow(0, 0, count), r, first);
       }
     };
     auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = da W_ih

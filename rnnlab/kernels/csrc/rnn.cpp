@@ -103,7 +103,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
   auto partials = split ? at::empty({2, 2, H}, x.options()) : Tensor();
   Tensor dx, dw_ih, dw_hh, db;  // made on first use (common.h OnFirstUse)
   const OnFirstUse weights([&] {
-    dw_ih = at::zeros_like(w_ih), dw_hh = at::zeros_like(w_hh), db = at::zeros({H}, x.options());
+    dw_ih = at::empty_like(w_ih), dw_hh = at::empty_like(w_hh), db = at::empty({H}, x.options());
   }, overlap);
   const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx); }, overlap);
   auto hs_c = hs.contiguous();
@@ -177,9 +177,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     };
     auto weight_grads = [&](int64_t slot, int64_t s0, int64_t s1) {
       const auto span = order.span(s0, s1);
+      const bool first = s1 == T;  // written, not added to (acc_tn)
       weights.ensure();
-      add_weight_grads(da[slot], x, rows, span.first, span.second, dw_ih, db);
-      add_prev_grads(dw_hh, da[slot], h0, hs_c, rows, span.first, span.second, reverse);
+      add_weight_grads(da[slot], x, rows, span.first, span.second, dw_ih, db, first);
+      add_prev_grads(dw_hh, da[slot], h0, hs_c, rows, span.first, span.second, reverse, first);
     };
     auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = da W_ih
       const auto span = order.span(s0, s1);
