@@ -144,6 +144,25 @@ def test_fused_reads_upstream_gradient_layouts(variant, layout, threads):
         _assert_fused_matches_reference(run, torch.float64)
 
 
+@pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["serial", "split"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_fused_float_batch_one_matvecs(variant, threads):
+    """float32 at B = 1, where the backward's mat-vec has an AVX-512 kernel (matvec.h) holding 256
+    columns of the result in registers: H = 376 is one full tile plus a masked one of 120 columns
+    (split over two cores with two threads), H = 40 a masked tile alone (one thread's mat-vec)."""
+    cls, kw = VARIANTS[variant]
+    for hidden in (376, 40):
+        layer = cls(7, hidden, **kw)
+        x = torch.randn(30, 1, 7, requires_grad=True)
+        upstream = torch.randn(30, 1, layer.proj_size or hidden)
+
+        def run(layer=layer, x=x, upstream=upstream):
+            out, _ = layer(x)
+            return [out, *torch.autograd.grad(out, [x, *layer.parameters()], upstream)]
+
+        _assert_fused_matches_reference(run, torch.float32)
+
+
 @pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["serial", "pipelined"])
 @pytest.mark.parametrize("shape", [(6, 4), (300, 64)], ids=["short", "chunked"])
 @pytest.mark.parametrize("variant", list(VARIANTS))

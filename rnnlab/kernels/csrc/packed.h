@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 
 #include "common.h"
+#include "matvec.h"
 
 extern "C" {
 size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k);
@@ -30,45 +31,7 @@ constexpr int64_t kSerialStep = 1200000;
 // MKL CBLAS enum values (mkl_cblas.h)
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
 
-// Batch size 1: C[1,N] = a[1,K] @ op(W) + beta·C as a hand-written matrix-vector product (BLAS's
-// per-call overhead dominates at this size). op(W) = W^T: dot products of W's contiguous rows;
-// op(W) = W: rows of W scaled and accumulated into C (axpy), four at a time.
-template <typename T>
-inline void gemv_rows(const T* __restrict w, int64_t ldw, int64_t j0, int64_t j1, int64_t K,
-                      const T* __restrict a, T* __restrict c) {  // c_j += Σ_k W[j, k] a_k
-  int64_t j = j0;
-  for (; j + 4 <= j1; j += 4) {
-    const T *w0 = w + j * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
-    T s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    RNNLAB_SIMD_REDUCE(s0, s1, s2, s3) for (int64_t k = 0; k < K; ++k) {
-      s0 += w0[k] * a[k], s1 += w1[k] * a[k], s2 += w2[k] * a[k], s3 += w3[k] * a[k];
-    }
-    c[j] += s0, c[j + 1] += s1, c[j + 2] += s2, c[j + 3] += s3;
-  }
-  for (; j < j1; ++j) {
-    T s0 = 0;
-    for (int64_t k = 0; k < K; ++k) s0 += w[j * ldw + k] * a[k];
-    c[j] += s0;
-  }
-}
-
-template <typename T>
-inline void gemv_cols(const T* __restrict w, int64_t ldw, int64_t j0, int64_t j1, int64_t K,
-                      const T* __restrict a, T* __restrict c) {  // c[j0:j1] += Σ_k a_k W[k, j0:j1]
-  int64_t k = 0;
-  for (; k + 4 <= K; k += 4) {
-    const T *w0 = w + k * ldw, *w1 = w0 + ldw, *w2 = w1 + ldw, *w3 = w2 + ldw;
-    const T a0 = a[k], a1 = a[k + 1], a2 = a[k + 2], a3 = a[k + 3];
-    RNNLAB_SIMD for (int64_t j = j0; j < j1; ++j)
-      c[j] += a0 * w0[j] + a1 * w1[j] + a2 * w2[j] + a3 * w3[j];
-  }
-  for (; k < K; ++k) {
-    const T ak = a[k];
-    const T* wk = w + k * ldw;
-    RNNLAB_SIMD for (int64_t j = j0; j < j1; ++j) c[j] += ak * wk[j];
-  }
-}
-
+// Batch size 1: C[1,N] = a[1,K] @ op(W) + beta·C (matvec.h).
 template <typename T>
 inline void gemv_step(const T* w, int64_t ldw, bool trans, int64_t N, int64_t K, const T* a,
                       T beta, T* c) {
