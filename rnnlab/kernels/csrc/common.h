@@ -311,12 +311,18 @@ inline Tensor chunk_prev_states(const Tensor& h0, const Tensor& hs, const StepRo
 // `first` as acc_tn). A dense chunk that holds the sequence's first step takes h0 for it: its
 // states are gathered into one block when that copy is no larger than dW, else h0's rows are a
 // GEMM of their own (a rank-B update, which reads and writes all of dW: GRU B=1 H=512, 3 MB).
+// `prev`, when given, keeps the block for the chunk's other dW_hh blocks (GRU: r/z and n).
 inline void add_prev_grads(Tensor out, const Tensor& da, const Tensor& h0, const Tensor& hs,
-                           const StepRows& r, int64_t t0, int64_t t1, bool reverse, bool first) {
+                           const StepRows& r, int64_t t0, int64_t t1, bool reverse, bool first,
+                           Tensor* prev = nullptr) {
   const int64_t B = r.B, n = t1 - t0, H = hs.size(-1);
   const bool starts = reverse ? t1 == r.T : t0 == 0;  // the chunk holds the first step run
-  if (r.packed || !starts || da.size(0) * H <= out.numel())
-    return acc_tn(out, da, chunk_prev_states(h0, hs, r, t0, t1, reverse), first);
+  if (r.packed || !starts || da.size(0) * H <= out.numel()) {
+    Tensor own;
+    Tensor& block = prev ? *prev : own;
+    if (!block.defined()) block = chunk_prev_states(h0, hs, r, t0, t1, reverse);
+    return acc_tn(out, da, block, first);
+  }
   // h0 enters the step at the chunk's end (reverse: rows of step T-1) or start (rows of step 0)
   const int64_t h0_row = reverse ? (n - 1) * B : 0, rest_row = reverse ? 0 : B;
   acc_tn(out, da.narrow(0, h0_row, B), h0, first);

@@ -230,7 +230,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
       weights.ensure();
       add_weight_grads(dgi_c, x, rows, t0, t1, dw_ih, db_ih, first);
       auto rz = dgi_c.narrow(1, 0, 2 * H);
-      add_prev_grads(dw_hh.narrow(0, 0, 2 * H), rz, h0c, hs_c, rows, t0, t1, reverse, first);
+      Tensor prev;  // the chunk's previous states when gathered, for both blocks of dW_hh
+      add_prev_grads(dw_hh.narrow(0, 0, 2 * H), rz, h0c, hs_c, rows, t0, t1, reverse, first, &prev);
       acc_rows(db_hh.narrow(0, 0, 2 * H), rz, first);
       // W_hn's pre-activation gradient (a chunk-sized temporary): reset after dan ⊙ r, times
       // h_{t-1}; reset before dan, times r ⊙ h_{t-1}
@@ -238,10 +239,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
       auto dn = dgi_c.narrow(1, 2 * H, H);
       if (after) {
         dn = dn * r;
-        add_prev_grads(dw_hh.narrow(0, 2 * H, H), dn, h0c, hs_c, rows, t0, t1, reverse, first);
+        add_prev_grads(dw_hh.narrow(0, 2 * H, H), dn, h0c, hs_c, rows, t0, t1, reverse, first, &prev);
       } else {
-        acc_tn(dw_hh.narrow(0, 2 * H, H), dn, r * chunk_prev_states(h0c, hs_c, rows, t0, t1, reverse),
-               first);
+        if (!prev.defined()) prev = chunk_prev_states(h0c, hs_c, rows, t0, t1, reverse);
+        acc_tn(dw_hh.narrow(0, 2 * H, H), dn, r * prev, first);
       }
       acc_rows(db_hh.narrow(0, 2 * H, H), dn, first);
     };
