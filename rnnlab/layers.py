@@ -201,12 +201,13 @@ class RNNBase(nn.Module):
         layer_in = x
         for layer in range(self.num_layers):
             outs = []
-            for d in range(self.num_directions):
-                k = layer * self.num_directions + d
-                state_k = tuple(s[k] for s in state)
-                carried = self._run(
-                    layer_in, mask, state_k, self._params(layer, d), reverse=d == 1, batch_sizes=rows
-                )
+            with kernels.joint_directions(self.num_directions):  # one backward node, one dx
+                runs = [
+                    self._run(layer_in, mask, tuple(s[layer * self.num_directions + d] for s in state),
+                              self._params(layer, d), reverse=d == 1, batch_sizes=rows)
+                    for d in range(self.num_directions)
+                ]
+            for d, carried in enumerate(runs):
                 for final, states in zip(finals, carried):
                     # state after each sequence's last valid step (a reverse run ends at t = 0)
                     if rows is not None:

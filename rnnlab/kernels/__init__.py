@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import torch
 from torch import Tensor
@@ -130,6 +130,12 @@ def _flip_time(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
     """``x`` and ``mask`` reversed in time: on the reference path a reverse run is a forward run
     on these (the outputs flipped back)."""
     return x.flip(0), (mask.flip(0) if mask is not None else None)
+
+
+def joint_directions(count: int) -> AbstractContextManager[None]:
+    """Around the ``count`` directions of one layer: with two on the fused kernels, their
+    backward is one autograd node that makes one dx (``ops.joint_backward``)."""
+    return ops.joint_backward() if AVAILABLE and count == 2 else nullcontext()
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:

@@ -9,6 +9,7 @@ itself must be differentiable (``create_graph=True``) — the reference BPTT wri
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from torch import Tensor
 from ..bptt.gru import gru_backward
 from ..bptt.lstm import lstm_backward
 from ..bptt.rnn import rnn_backward
+from . import joint
 
 try:
     from .. import _C  # (loading the library registers torch.ops.rnnlab.*)
@@ -47,6 +49,11 @@ def _flip(t: Tensor | None) -> Tensor | None:
 
 def _same(t: Tensor | None) -> Tensor | None:
     return t
+
+
+def _into(ctx: Any) -> Tensor | None:
+    """The dx a joined backward adds into (``joint.py``); None for an op's own node."""
+    return getattr(ctx, "dx_into", None)
 
 
 def _reverse_arg(inputs: tuple, index: int) -> bool:
@@ -125,7 +132,17 @@ def call(name: str, needs_grad: bool, *args: Any) -> Any:
     if not needs_grad:
         with torch._C._AutoDispatchBelowAutograd():
             return op(*args)
+    calls = joint.current()
+    if calls is not None and calls.takes(name, args):
+        return calls.run(name, args)
     return _Eager.apply(*args, name) if name in _EAGER else op(*args)
+
+
+def joint_backward() -> AbstractContextManager[None]:
+    """The fused forward ops called in this block, all on one ``x`` (the two directions of a
+    bidirectional layer), become one autograd node whose backward adds every op's dx into one
+    buffer (``joint.py``). Only for ops with gradients in eager mode; others run as usual."""
+    return joint.joint_backward(_EAGER)
 
 
 def _register() -> None:
@@ -139,8 +156,9 @@ def _register() -> None:
         return x.new_empty(x.shape[0], x.shape[1], h0.shape[1])
 
     @torch.library.register_fake(lib + "rnn_bwd")
-    def _(dhs, x, mask, h0, w_ih, w_hh, hs, relu, need_dx, reverse=False, batch_sizes=None):  # type: ignore[no-untyped-def]
-        return (_dx(x, need_dx), torch.empty_like(h0), torch.empty_like(w_ih),
+    def _(dhs, x, mask, h0, w_ih, w_hh, hs, relu, need_dx, reverse=False, batch_sizes=None,  # type: ignore[no-untyped-def]
+          dx_into=None):
+        return (_dx(x, need_dx and dx_into is None), torch.empty_like(h0), torch.empty_like(w_ih),
                 torch.empty_like(w_hh), w_hh.new_empty(w_hh.shape[0]))
 
     @torch.library.register_fake(lib + "lstm_fwd")
@@ -155,9 +173,9 @@ def _register() -> None:
 
     @torch.library.register_fake(lib + "lstm_bwd")
     def _(dhs, dcs, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates, need_dx,  # type: ignore[no-untyped-def]
-          reverse=False, batch_sizes=None):
+          reverse=False, batch_sizes=None, dx_into=None):
         dw_hr = torch.empty_like(w_hr) if w_hr is not None else x.new_empty(0)
-        return (_dx(x, need_dx), torch.empty_like(h0), torch.empty_like(c0),
+        return (_dx(x, need_dx and dx_into is None), torch.empty_like(h0), torch.empty_like(c0),
                 torch.empty_like(w_ih), torch.empty_like(w_hh), w_ih.new_empty(w_ih.shape[0]), dw_hr)
 
     @torch.library.register_fake(lib + "gru_fwd")
@@ -170,8 +188,9 @@ def _register() -> None:
         return (x.new_empty(steps, batch, hid), x.new_empty(steps if keep else 1, batch, width))
 
     @torch.library.register_fake(lib + "gru_bwd")
-    def _(dhs, x, mask, h0, w_ih, w_hh, hs, ws, after, need_dx, reverse=False, batch_sizes=None):  # type: ignore[no-untyped-def]
-        return (_dx(x, need_dx), torch.empty_like(h0), torch.empty_like(w_ih),
+    def _(dhs, x, mask, h0, w_ih, w_hh, hs, ws, after, need_dx, reverse=False, batch_sizes=None,  # type: ignore[no-untyped-def]
+          dx_into=None):
+        return (_dx(x, need_dx and dx_into is None), torch.empty_like(h0), torch.empty_like(w_ih),
                 torch.empty_like(w_hh), w_ih.new_empty(w_ih.shape[0]),
                 w_hh.new_empty(w_hh.shape[0]))
 
@@ -215,7 +234,8 @@ def _register() -> None:
                 dx = packed.pack(dx)
         else:
             dx, dh0, dw_ih, dw_hh, db = torch.ops.rnnlab.rnn_bwd(
-                dhs, x, mask, h0, w_ih, w_hh, hs, ctx.relu, needs[0], ctx.reverse, rows
+                dhs, x, mask, h0, w_ih, w_hh, hs, ctx.relu, needs[0], ctx.reverse, rows,
+                _into(ctx),
             )
         return (_maybe(dx), None, dh0, dw_ih, dw_hh, db if needs[5] else None,
                 db if needs[6] else None, None, None, None)
@@ -250,7 +270,7 @@ def _register() -> None:
             return (None,) * 11
         else:
             grads = torch.ops.rnnlab.lstm_bwd(dhs, dcs, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs,
-                                              gates, needs[0], ctx.reverse, rows)
+                                              gates, needs[0], ctx.reverse, rows, _into(ctx))
         dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = grads
         return (_maybe(dx), None, dh0, dc0, dw_ih, dw_hh, db if needs[6] else None,
                 db if needs[7] else None, _maybe(dw_hr), None, None)
@@ -285,7 +305,7 @@ def _register() -> None:
             return (None,) * 11
         else:
             grads = torch.ops.rnnlab.gru_bwd(dhs, x, mask, h0, w_ih, w_hh, hs, ws, ctx.after,
-                                             needs[0], ctx.reverse, rows)
+                                             needs[0], ctx.reverse, rows, _into(ctx))
         dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
         return (_maybe(dx), None, dh0, dw_ih, dw_hh, db_ih if needs[5] else None,
                 db_hh if needs[6] else None, None, None, None, None)

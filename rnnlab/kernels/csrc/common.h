@@ -263,18 +263,35 @@ class OnFirstUse {
   mutable bool made_ = false;
 };
 
-// dx of a backward: x's shape, or empty when x needs no gradient
-inline Tensor input_grads_like(const Tensor& x, bool need) {
+// dx of a backward. `into`: the dx that the other direction of a bidirectional layer wrote for
+// the same x (its joint backward, kernels/ops.py `joint`); this backward then adds its rows to
+// that buffer and returns an empty dx. Checked before any computation; true when it adds.
+inline bool adds_into(const Tensor& x, bool need, const c10::optional<Tensor>& into) {
+  if (!into.has_value() || !into->defined()) return false;
+  TORCH_CHECK(into->sizes() == x.sizes() && into->scalar_type() == x.scalar_type() &&
+              into->is_contiguous(), "dx_into: expected a contiguous ", x.scalar_type(),
+              " tensor of x's shape ", x.sizes(), ", got ", into->scalar_type(), " ", into->sizes(),
+              into->is_contiguous() ? "" : " (not contiguous)");
+  return need;
+}
+
+// dx of a backward: x's shape, `into` when it adds there, or empty when x needs no gradient
+inline Tensor input_grads_like(const Tensor& x, bool need, const c10::optional<Tensor>& into) {
+  if (need && into.has_value() && into->defined()) return *into;
   return need ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
 }
 
-// The input gradient of a chunk of steps [t0, t1): its rows of dx = da W_ih (nothing when dx is
-// empty: not needed).
+// The input gradient of a chunk of steps [t0, t1): its rows of dx = da W_ih, or += when `add`
+// (nothing when dx is empty: not needed).
 inline void input_grad(const Tensor& da, const Tensor& w_ih, const StepRows& r, int64_t t0, int64_t t1,
-                       Tensor& dx) {
+                       Tensor& dx, bool add) {
   if (dx.numel() == 0) return;
-  auto rows = step_block(dx, r, t0, t1);  // a view: dx is allocated contiguous
-  at::mm_out(rows, rows2d(da), w_ih);
+  auto rows = step_block(dx, r, t0, t1);  // a view: dx is contiguous
+  if (add) {
+    rows.addmm_(rows2d(da), w_ih);
+  } else {
+    at::mm_out(rows, rows2d(da), w_ih);
+  }
 }
 
 // Packed layout: the states entering the steps [t0, t1), gathered row by row into a [rows, H]

@@ -117,7 +117,9 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const Tensor& dhs, const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, const Tensor& ws, bool after,
-    bool need_dx, bool reverse, const c10::optional<Tensor>& batch_sizes) {
+    bool need_dx, bool reverse, const c10::optional<Tensor>& batch_sizes,
+    const c10::optional<Tensor>& dx_into) {
+  const bool add_dx = adds_into(x, need_dx, dx_into);  // else dx is its own
   const StepRows rows = step_rows(x, batch_sizes);
   const int64_t T = rows.T, B = rows.B, H = h0.size(1), W = after ? 4 * H : 3 * H;
   // B = 1, reset after: both cores in the recurrence (split.h); else the weight gradients of one
@@ -141,7 +143,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     dw_ih = at::empty_like(w_ih), dw_hh = at::empty_like(w_hh);
     db_ih = at::empty({3 * H}, x.options()), db_hh = at::empty({3 * H}, x.options());
   }, overlap);
-  const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx); }, overlap);
+  const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx, dx_into); }, overlap);
   auto hs_c = hs.contiguous();
   auto ws_c = ws.contiguous();
   auto h0c = h0.contiguous();
@@ -250,11 +252,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
       const auto span = order.span(s0, s1);
       const int64_t count = rows.count(span.first, span.second);
       inputs.ensure();
-      input_grad(dgi[slot].narrow(0, 0, count), w_ih, rows, span.first, span.second, dx);
+      input_grad(dgi[slot].narrow(0, 0, count), w_ih, rows, span.first, span.second, dx, add_dx);
     };
     run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);
   });
-  return {dx, dh, dw_ih, dw_hh, db_ih, db_hh};
+  return {add_dx ? at::empty({0}, x.options()) : dx, dh, dw_ih, dw_hh, db_ih, db_hh};
 }
 
 }  // namespace rnnlab

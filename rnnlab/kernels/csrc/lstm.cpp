@@ -105,7 +105,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const c10::optional<Tensor>& dhs, const c10::optional<Tensor>& dcs, const Tensor& x,
     const c10::optional<Tensor>& mask, const Tensor& h0, const Tensor& c0, const Tensor& w_ih,
     const Tensor& w_hh, const c10::optional<Tensor>& w_hr, const Tensor& hs, const Tensor& cs,
-    const Tensor& gates, bool need_dx, bool reverse, const c10::optional<Tensor>& batch_sizes) {
+    const Tensor& gates, bool need_dx, bool reverse, const c10::optional<Tensor>& batch_sizes,
+    const c10::optional<Tensor>& dx_into) {
+  const bool add_dx = adds_into(x, need_dx, dx_into);  // else dx is its own
   const StepRows rows = step_rows(x, batch_sizes);
   const int64_t T = rows.T, B = rows.B, H = c0.size(1), P = h0.size(1);
   const bool proj = w_hr.has_value() && w_hr->defined();
@@ -129,7 +131,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     dw_ih = at::empty_like(w_ih), dw_hh = at::empty_like(w_hh), db = at::empty({4 * H}, x.options());
     dw_hr = proj ? at::empty_like(*w_hr) : at::empty({0}, x.options());
   }, overlap);
-  const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx); }, overlap);
+  const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx, dx_into); }, overlap);
   auto cs_c = cs.contiguous();
   auto hs_c = hs.contiguous();
   auto c0c = c0.contiguous();
@@ -244,11 +246,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       const auto span = order.span(s0, s1);
       const int64_t count = rows.count(span.first, span.second);
       inputs.ensure();
-      input_grad(da[slot].narrow(0, 0, count), w_ih, rows, span.first, span.second, dx);
+      input_grad(da[slot].narrow(0, 0, count), w_ih, rows, span.first, span.second, dx, add_dx);
     };
     run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);
   });
-  return {dx, dh, dc, dw_ih, dw_hh, db, dw_hr};
+  return {add_dx ? at::empty({0}, x.options()) : dx, dh, dc, dw_ih, dw_hh, db, dw_hr};
 }
 
 }  // namespace rnnlab

@@ -10,7 +10,7 @@ Tensor rnn_fwd(const Tensor&, const c10::optional<Tensor>&, const Tensor&, const
                const c10::optional<Tensor>&);
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(const Tensor&, const Tensor&,
     const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool,
-    bool, bool, const c10::optional<Tensor>&);
+    bool, bool, const c10::optional<Tensor>&, const c10::optional<Tensor>&);
 std::tuple<Tensor, Tensor, Tensor> lstm_fwd(const Tensor&, const c10::optional<Tensor>&,
     const Tensor&, const Tensor&, const Tensor&, const Tensor&, const c10::optional<Tensor>&,
     const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool, const c10::optional<Tensor>&);
@@ -18,13 +18,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const c10::optional<Tensor>&, const c10::optional<Tensor>&, const Tensor&,
     const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
     const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, bool, bool,
-    const c10::optional<Tensor>&);
+    const c10::optional<Tensor>&, const c10::optional<Tensor>&);
 std::tuple<Tensor, Tensor> gru_fwd(const Tensor&, const c10::optional<Tensor>&, const Tensor&,
     const Tensor&, const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool,
     bool, bool, const c10::optional<Tensor>&);
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor&, const Tensor&,
     const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-    const Tensor&, bool, bool, bool, const c10::optional<Tensor>&);
+    const Tensor&, bool, bool, bool, const c10::optional<Tensor>&, const c10::optional<Tensor>&);
 Tensor rnn_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                 const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool);
 std::tuple<Tensor, Tensor> lstm_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
@@ -38,21 +38,22 @@ TORCH_LIBRARY(rnnlab, m) {
   m.def("rnn_fwd(Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
         "Tensor? b_hh, bool relu, bool reverse=False, Tensor? batch_sizes=None) -> Tensor");
   m.def("rnn_bwd(Tensor dhs, Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, "
-        "Tensor hs, bool relu, bool need_dx, bool reverse=False, Tensor? batch_sizes=None) "
+        "Tensor hs, bool relu, bool need_dx, bool reverse=False, Tensor? batch_sizes=None, "
+        "Tensor(a!)? dx_into=None) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("lstm_fwd(Tensor x, Tensor? mask, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
         "Tensor? b_ih, Tensor? b_hh, Tensor? w_hr, bool reverse=False, Tensor? batch_sizes=None) "
         "-> (Tensor, Tensor, Tensor)");
   m.def("lstm_bwd(Tensor? dhs, Tensor? dcs, Tensor x, Tensor? mask, Tensor h0, Tensor c0, "
         "Tensor w_ih, Tensor w_hh, Tensor? w_hr, Tensor hs, Tensor cs, Tensor gates, bool need_dx, "
-        "bool reverse=False, Tensor? batch_sizes=None)"
+        "bool reverse=False, Tensor? batch_sizes=None, Tensor(a!)? dx_into=None)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("gru_fwd(Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
         "Tensor? b_hh, bool after, bool keep, bool reverse=False, Tensor? batch_sizes=None) "
         "-> (Tensor, Tensor)");
   m.def("gru_bwd(Tensor dhs, Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, "
         "Tensor hs, Tensor ws, bool after, bool need_dx, bool reverse=False, "
-        "Tensor? batch_sizes=None) "
+        "Tensor? batch_sizes=None, Tensor(a!)? dx_into=None) "
         "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   // single steps for streaming (inference only: no autograd formula)
   m.def("rnn_step(Tensor x, Tensor h, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, "

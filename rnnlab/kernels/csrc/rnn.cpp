@@ -85,7 +85,8 @@ Tensor rnn_fwd(const Tensor& x, const c10::optional<Tensor>& mask, const Tensor&
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     const Tensor& dhs, const Tensor& x, const c10::optional<Tensor>& mask, const Tensor& h0,
     const Tensor& w_ih, const Tensor& w_hh, const Tensor& hs, bool relu, bool need_dx, bool reverse,
-    const c10::optional<Tensor>& batch_sizes) {
+    const c10::optional<Tensor>& batch_sizes, const c10::optional<Tensor>& dx_into) {
+  const bool add_dx = adds_into(x, need_dx, dx_into);  // else dx is its own
   const StepRows rows = step_rows(x, batch_sizes);
   const int64_t T = rows.T, B = rows.B, H = h0.size(1);
   // B = 1: both cores in the recurrence (split.h); else the weight gradients of one chunk overlap
@@ -105,7 +106,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
   const OnFirstUse weights([&] {
     dw_ih = at::empty_like(w_ih), dw_hh = at::empty_like(w_hh), db = at::empty({H}, x.options());
   }, overlap);
-  const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx); }, overlap);
+  const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx, dx_into); }, overlap);
   auto hs_c = hs.contiguous();
   auto whh = w_hh.contiguous();
   const StepOrder order{T, reverse};
@@ -185,11 +186,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
     auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = da W_ih
       const auto span = order.span(s0, s1);
       inputs.ensure();
-      input_grad(da[slot], w_ih, rows, span.first, span.second, dx);
+      input_grad(da[slot], w_ih, rows, span.first, span.second, dx, add_dx);
     };
     run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);
   });
-  return {dx, dh, dw_ih, dw_hh, db};
+  return {add_dx ? at::empty({0}, x.options()) : dx, dh, dw_ih, dw_hh, db};
 }
 
 }  // namespace rnnlab

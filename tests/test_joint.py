@@ -1,0 +1,131 @@
+"""The two directions of a bidirectional layer as one autograd node (kernels/joint.py): the
+backward ops' ``dx_into`` adds into a given buffer, the joined backward allocates one dx instead
+of two, and its gradients equal the reference path's (first and second order)."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import rnnlab
+from rnnlab import kernels
+
+pytestmark = pytest.mark.skipif(
+    not kernels.AVAILABLE, reason=f"fused extension not built: {kernels.LOAD_ERROR}"
+)
+
+T, B, I, H = 6, 3, 5, 4
+LAYERS = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}
+
+
+def _bwd_samples():
+    """(op, positional arguments up to batch_sizes) of each backward op, from a forward run."""
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    h0, c0 = torch.randn(B, H, dtype=torch.float64), torch.randn(B, H, dtype=torch.float64)
+
+    def w(rows: int, cols: int) -> torch.Tensor:
+        return torch.randn(rows, cols, dtype=torch.float64)
+
+    w_ih, w_hh = w(H, I), w(H, H)
+    hs = torch.ops.rnnlab.rnn_fwd(x, None, h0, w_ih, w_hh, None, None, False, True)
+    yield "rnn_bwd", (torch.randn_like(hs), x, None, h0, w_ih, w_hh, hs, False, True, True, None)
+    w_ih, w_hh = w(4 * H, I), w(4 * H, H)
+    hs, cs, gates = torch.ops.rnnlab.lstm_fwd(x, None, h0, c0, w_ih, w_hh, None, None, None)
+    yield "lstm_bwd", (torch.randn_like(hs), torch.randn_like(cs), x, None, h0, c0, w_ih, w_hh,
+                       None, hs, cs, gates, True, False, None)
+    w_ih, w_hh = w(3 * H, I), w(3 * H, H)
+    hs, ws = torch.ops.rnnlab.gru_fwd(x, None, h0, w_ih, w_hh, None, None, True, True)
+    yield "gru_bwd", (torch.randn_like(hs), x, None, h0, w_ih, w_hh, hs, ws, True, True, False, None)
+
+
+SAMPLES = list(_bwd_samples())
+IDS = [name for name, _ in SAMPLES]
+
+
+@pytest.mark.parametrize("name,args", SAMPLES, ids=IDS)
+def test_dx_into_adds_the_input_gradient_into_the_buffer(name, args):
+    op = getattr(torch.ops.rnnlab, name)
+    own = op(*args)
+    start = torch.randn_like(own[0])
+    into = start.clone()
+    added = op(*args, into)
+    assert added[0].numel() == 0  # dx went into the buffer
+    torch.testing.assert_close(into, start + own[0], atol=1e-12, rtol=1e-12)
+    for a, b in zip(added[1:], own[1:], strict=True):  # the other gradients are unchanged
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("name,args", SAMPLES, ids=IDS)
+def test_dx_into_of_the_wrong_shape_is_a_clear_error(name, args):
+    op = getattr(torch.ops.rnnlab, name)
+    with pytest.raises(RuntimeError, match=r"dx_into: expected a contiguous Double tensor of x's "
+                                           r"shape \[6, 3, 5\], got Double \[6, 3, 4\]"):
+        op(*args, torch.zeros(T, B, H, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name,args", SAMPLES, ids=IDS)
+def test_opcheck_backward_with_dx_into(name, args):
+    """The schema declares the mutation of dx_into (test_schema would see an undeclared one)."""
+    x = args[1] if name != "lstm_bwd" else args[2]
+    torch.library.opcheck(getattr(torch.ops.rnnlab, name).default, (*args, torch.zeros_like(x)),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def _backward_alloc_bytes(layer: torch.nn.Module, x: torch.Tensor) -> int:
+    out, _ = layer(x)
+    grad = torch.randn_like(out)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        torch.autograd.grad(out, [x, *layer.parameters()], grad)
+    return sum(e.self_cpu_memory_usage for e in prof.key_averages() if e.self_cpu_memory_usage > 0)
+
+
+@pytest.mark.parametrize("nonlinearity", ["tanh", "relu"])
+def test_bidirectional_rnn_backward_allocates_one_dx(nonlinearity, monkeypatch):
+    layer = rnnlab.RNN(I, H, bidirectional=True, nonlinearity=nonlinearity)
+    x = torch.randn(40, 8, I, requires_grad=True)
+    out, _ = layer(x)
+    directions = {edge[0] for edge in out.grad_fn.next_functions}  # cat of the two directions
+    assert [type(node).__name__ for node in directions] == ["_JointBackward"]
+    joined = _backward_alloc_bytes(layer, x)
+    monkeypatch.setattr(kernels, "joint_directions", lambda count: contextlib.nullcontext())
+    separate = _backward_alloc_bytes(layer, x)
+    assert separate - joined >= x.numel() * x.element_size(), (separate, joined)
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_directions_stay_two_nodes_where_joining_keeps_more(name):
+    """One node would keep the first direction's gate workspace (3–5 H per row) alive through
+    the second's backward, more than the dx (I per row) it saves."""
+    layer = LAYERS[name](I, H, bidirectional=True)
+    out, _ = layer(torch.randn(T, B, I, requires_grad=True))
+    directions = {edge[0] for edge in out.grad_fn.next_functions}
+    assert len(directions) == 2
+    assert all(type(node).__name__ == "_JointBackward" for node in directions)
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["lengths", "packed"])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_joint_backward_first_and_second_order_match_the_reference(name, packed):
+    """2 bidirectional layers, fp64: gradients of the joined fused backward equal the reference
+    path's, and so does a second-order gradient (the joined node with create_graph=True)."""
+    layer = LAYERS[name](I, H, num_layers=2, bidirectional=True, dtype=torch.float64)
+    lengths = torch.tensor([T, 4, 2])
+    x = torch.randn(T, B, I, dtype=torch.float64, requires_grad=True)
+
+    def grads() -> list[torch.Tensor]:
+        source = torch.nn.utils.rnn.pack_padded_sequence(x, lengths) if packed else x
+        out, _ = layer(source) if packed else layer(source, lengths=lengths)
+        data = out.data if packed else out
+        loss = (data * torch.cos(torch.arange(data.numel(), dtype=data.dtype)).view_as(data)).sum()
+        first = torch.autograd.grad(loss, [x, *layer.parameters()], create_graph=True)
+        second = torch.autograd.grad(sum(g.pow(2).sum() for g in first), x)
+        return [*first, *second]
+
+    fused = grads()
+    with kernels.use_reference():
+        reference = grads()
+    for a, b in zip(fused, reference, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
