@@ -201,7 +201,8 @@ class RNNBase(nn.Module):
         layer_in = x
         for layer in range(self.num_layers):
             outs = []
-            with kernels.joint_directions(self.num_directions):  # one backward node, one dx
+            # the directions together: one backward node, or at inference both at once
+            with kernels.joint_directions(self.num_directions, self._params(layer, 0)[1]):
                 runs = [
                     self._run(layer_in, mask, tuple(s[layer * self.num_directions + d] for s in state),
                               self._params(layer, d), reverse=d == 1, batch_sizes=rows)

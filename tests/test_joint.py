@@ -1,6 +1,8 @@
-"""The two directions of a bidirectional layer as one autograd node (kernels/joint.py): the
-backward ops' ``dx_into`` adds into a given buffer, the joined backward allocates one dx instead
-of two, and its gradients equal the reference path's (first and second order)."""
+"""The two directions of a bidirectional layer together. Training (kernels/joint.py): the backward
+ops' ``dx_into`` adds into a given buffer, the joined backward allocates one dx instead of two,
+and its gradients equal the reference path's (first and second order). Inference
+(kernels/paired.py): both directions at once through ``rnnlab._C.both``, with the outputs of
+running them one after the other."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import rnnlab
-from rnnlab import kernels
+from rnnlab import _C, kernels
 
 pytestmark = pytest.mark.skipif(
     not kernels.AVAILABLE, reason=f"fused extension not built: {kernels.LOAD_ERROR}"
@@ -90,7 +92,7 @@ def test_bidirectional_rnn_backward_allocates_one_dx(nonlinearity, monkeypatch):
     directions = {edge[0] for edge in out.grad_fn.next_functions}  # cat of the two directions
     assert [type(node).__name__ for node in directions] == ["_JointBackward"]
     joined = _backward_alloc_bytes(layer, x)
-    monkeypatch.setattr(kernels, "joint_directions", lambda count: contextlib.nullcontext())
+    monkeypatch.setattr(kernels, "joint_directions", lambda *args: contextlib.nullcontext())
     separate = _backward_alloc_bytes(layer, x)
     assert separate - joined >= x.numel() * x.element_size(), (separate, joined)
 
@@ -129,3 +131,56 @@ def test_joint_backward_first_and_second_order_match_the_reference(name, packed)
         reference = grads()
     for a, b in zip(fused, reference, strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+@pytest.fixture
+def both_calls(monkeypatch) -> list[str]:
+    """The op names `rnnlab._C.both` is called with (it still runs them)."""
+    names: list[str] = []
+    real = _C.both
+
+    def spy(name, args0, args1):  # type: ignore[no-untyped-def]
+        names.append(name)
+        return real(name, args0, args1)
+
+    monkeypatch.setattr(_C, "both", spy)
+    return names
+
+
+CASES = [("rnn", {}), ("lstm", {}), ("lstm", {"proj_size": 3}), ("gru", {}), ("gru", {"reset": "before"})]
+
+
+@pytest.mark.parametrize("layout", ["dense", "lengths", "packed"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name,kw", CASES, ids=[f"{n}{'-' + str(k) if k else ''}" for n, k in CASES])
+def test_inference_runs_both_directions_at_once(name, kw, dtype, layout, both_calls, monkeypatch):
+    layer = LAYERS[name](I, H, num_layers=2, bidirectional=True, dtype=dtype, **kw)
+    x = torch.randn(T, B, I, dtype=dtype)
+    lengths = torch.tensor([T, 4, 2])
+
+    def run():  # type: ignore[no-untyped-def]
+        with torch.no_grad():
+            if layout == "packed":
+                out, h = layer(torch.nn.utils.rnn.pack_padded_sequence(x, lengths))
+                out = out.data
+            else:
+                out, h = layer(x, lengths=lengths if layout == "lengths" else None)
+        return [out, *(h if isinstance(h, tuple) else (h,))]
+
+    together = run()
+    assert both_calls == [f"rnnlab::{name}_fwd"] * 2  # each layer's two directions at once
+    monkeypatch.setattr(kernels, "joint_directions", lambda *args: contextlib.nullcontext())
+    in_turn = run()
+    tol = {"atol": 1e-6, "rtol": 1e-6} if dtype == torch.float32 else {"atol": 1e-12, "rtol": 1e-12}
+    for a, b in zip(together, in_turn, strict=True):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_directions_above_one_l2_run_in_turn(both_calls):
+    """One direction's W_hh over PAIR_MAX_BYTES: each core would stream it from L3 (slower)."""
+    hidden = 300  # GRU: 3 * 300 * 300 * 4 bytes > 1 MiB
+    layer = rnnlab.GRU(I, hidden, bidirectional=True)
+    assert layer.weight_hh_l0.numel() * 4 > kernels.PAIR_MAX_BYTES
+    with torch.no_grad():
+        layer(torch.randn(T, B, I))
+    assert both_calls == []

@@ -9,7 +9,7 @@ itself must be differentiable (``create_graph=True``) — the reference BPTT wri
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 import torch
@@ -18,7 +18,7 @@ from torch import Tensor
 from ..bptt.gru import gru_backward
 from ..bptt.lstm import lstm_backward
 from ..bptt.rnn import rnn_backward
-from . import joint
+from . import joint, paired
 
 try:
     from .. import _C  # (loading the library registers torch.ops.rnnlab.*)
@@ -130,6 +130,9 @@ def call(name: str, needs_grad: bool, *args: Any) -> Any:
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return op(*args)
     if not needs_grad:
+        held = paired.current()
+        if held is not None and held.takes(name, args):
+            return held.run(name, args)
         with torch._C._AutoDispatchBelowAutograd():
             return op(*args)
     calls = joint.current()
@@ -138,11 +141,16 @@ def call(name: str, needs_grad: bool, *args: Any) -> Any:
     return _Eager.apply(*args, name) if name in _EAGER else op(*args)
 
 
-def joint_backward() -> AbstractContextManager[None]:
-    """The fused forward ops called in this block, all on one ``x`` (the two directions of a
-    bidirectional layer), become one autograd node whose backward adds every op's dx into one
-    buffer (``joint.py``). Only for ops with gradients in eager mode; others run as usual."""
-    return joint.joint_backward(_EAGER)
+def directions(pair: bool) -> AbstractContextManager[None]:
+    """Around the fused forward ops of a bidirectional layer's two directions (all on one ``x``):
+    with gradients, one autograd node whose backward makes one dx where that saves memory
+    (``joint.py``); without, and with ``pair``, the two ops at once, one per core (``paired.py``).
+    In eager mode; under torch.compile and torch.func transforms they run as usual."""
+    stack = ExitStack()
+    stack.enter_context(joint.joint_backward(_EAGER))
+    if pair:
+        stack.enter_context(paired.paired_forward(_C.both))  # (exits first: the held call runs)
+    return stack
 
 
 def _register() -> None:

@@ -127,7 +127,9 @@ std::shared_ptr<Entry> entry(const Shape& s, bool train) {
   static std::map<Key, decltype(order)::iterator> index;
   std::lock_guard<std::mutex> lock(cache_mutex);
   TORCH_CHECK(!(train && s.proj()), "onednn: LSTM projection is supported for inference only");
-  Key key{s.kind, s.T, s.B, s.I, s.H, s.P, s.reverse, at::get_num_threads()};
+  // (one thread inside a parallel region: both.cpp runs two directions at once, one per core)
+  const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
+  Key key{s.kind, s.T, s.B, s.I, s.H, s.P, s.reverse, threads};
   std::shared_ptr<Entry> en;
   auto it = index.find(key);
   if (it != index.end()) {

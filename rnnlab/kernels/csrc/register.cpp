@@ -76,9 +76,10 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("gru_step", &rnnlab::gru_step);
 }
 
-// `import rnnlab._C` loads this library, which registers the ops above. The module has two plain
-// functions: stream_step (step.cpp) and onednn_workspace_bytes(kind, T, B, I, H) (None when
-// built without oneDNN), which the fake implementation of onednn_fwd uses to size its workspace.
+// `import rnnlab._C` loads this library, which registers the ops above. The module has three plain
+// functions: stream_step (step.cpp), both (both.cpp) and onednn_workspace_bytes(kind, T, B, I, H)
+// (None when built without oneDNN), which the fake implementation of onednn_fwd uses to size its
+// workspace.
 #ifdef RNNLAB_ONEDNN
 namespace rnnlab {
 int64_t onednn_workspace_bytes(int64_t kind, int64_t T, int64_t B, int64_t I, int64_t H);
@@ -101,10 +102,13 @@ static PyObject* workspace_bytes(PyObject*, PyObject* args) {
 }
 
 PyObject* rnnlab_stream_step(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // step.cpp
+PyObject* rnnlab_both(PyObject*, PyObject* args);  // both.cpp
 
 static PyMethodDef methods[] = {
     {"stream_step", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_stream_step)),
      METH_FASTCALL, "One no-grad time step of a stacked layer (see step.cpp); None: not handled."},
+    {"both", rnnlab_both, METH_VARARGS,
+     "both(name, args0, args1): torch.ops.rnnlab.<name> on each, at once, one per core (both.cpp)."},
     {"onednn_workspace_bytes", workspace_bytes, METH_VARARGS,
      "Bytes of oneDNN's training workspace for (kind, T, B, I, H); None without oneDNN."},
     {nullptr, nullptr, 0, nullptr}};
