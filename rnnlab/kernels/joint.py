@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
@@ -85,15 +85,20 @@ def current() -> JointCalls | None:
 
 
 @contextmanager
-def joint_backward(formulas: dict[str, tuple[Any, Any, Any]]) -> Iterator[None]:
-    """Forward ops called in this block (on one ``x``) get one autograd node (module docstring)."""
-    before, _local.calls = current(), JointCalls(formulas)
-    calls = _local.calls
+def block(local: threading.local, calls: Any) -> Iterator[None]:
+    """``calls`` collects the ops of this block (``local.calls``, restored after); its
+    ``finish()`` runs when the block ends without an exception."""
+    before, local.calls = getattr(local, "calls", None), calls
     try:
         yield
     finally:
-        _local.calls = before
+        local.calls = before
     calls.finish()
+
+
+def joint_backward(formulas: dict[str, tuple[Any, Any, Any]]) -> AbstractContextManager[None]:
+    """Forward ops called in this block (on one ``x``) get one autograd node (module docstring)."""
+    return block(_local, JointCalls(formulas))
 
 
 class _Joint(torch.autograd.Function):

@@ -15,12 +15,13 @@ at once): RNN 6.1 → 4.9, GRU 17.6 → 14.7 (oneDNN one after the other 16.2), 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from .joint import block
 
 OUTPUTS = {"rnn_fwd": 1, "lstm_fwd": 3, "gru_fwd": 2}  # the ops paired, and their output counts
 _local = threading.local()
@@ -65,13 +66,6 @@ def current() -> PairedCalls | None:
     return getattr(_local, "calls", None)
 
 
-@contextmanager
-def paired_forward(both: Any) -> Iterator[None]:
+def paired_forward(both: Any) -> AbstractContextManager[None]:
     """No-grad forward ops called in this block (on one ``x``) run two at a time (docstring)."""
-    before, _local.calls = current(), PairedCalls(both)
-    calls = _local.calls
-    try:
-        yield
-    finally:
-        _local.calls = before
-    calls.finish()
+    return block(_local, PairedCalls(both))
