@@ -97,15 +97,38 @@ def test_bidirectional_rnn_backward_allocates_one_dx(nonlinearity, monkeypatch):
     assert separate - joined >= x.numel() * x.element_size(), (separate, joined)
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru"])
-def test_directions_stay_two_nodes_where_joining_keeps_more(name):
-    """One node would keep the first direction's gate workspace (3–5 H per row) alive through
-    the second's backward, more than the dx (I per row) it saves."""
-    layer = LAYERS[name](I, H, bidirectional=True)
+@pytest.mark.parametrize("name,hidden", [("lstm", 260), ("gru", 300)])
+def test_directions_stay_two_nodes_where_joining_keeps_more(name, hidden):
+    """Above PAIR_MAX_BYTES of W_hh the forwards run in turn, and one node would only keep the
+    first direction's gate workspace (3–5 H per row) alive through the second's backward, more
+    than the dx (I per row) it saves."""
+    layer = LAYERS[name](I, hidden, bidirectional=True)
+    assert layer.weight_hh_l0.numel() * 4 > kernels.PAIR_MAX_BYTES
     out, _ = layer(torch.randn(T, B, I, requires_grad=True))
     directions = {edge[0] for edge in out.grad_fn.next_functions}
     assert len(directions) == 2
     assert all(type(node).__name__ == "_JointBackward" for node in directions)
+
+
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_training_runs_both_directions_at_once(name, both_calls, monkeypatch):
+    """Forward at once; backward at once too for the LSTM and GRU (one node, two dx), in turn
+    into one dx for the RNN (whose joined node saves memory)."""
+    layer = LAYERS[name](I, H, bidirectional=True)
+    x = torch.randn(T, B, I, requires_grad=True)
+
+    def grads() -> list[torch.Tensor]:
+        out, h = layer(x)
+        loss = sum((t * torch.cos(torch.arange(t.numel(), dtype=t.dtype)).view_as(t)).sum()
+                   for t in [out, *(h if isinstance(h, tuple) else (h,))])
+        return list(torch.autograd.grad(loss, [x, *layer.parameters()]))
+
+    together = grads()
+    backward = [] if name == "rnn" else [f"rnnlab::{name}_bwd"]
+    assert both_calls == [f"rnnlab::{name}_fwd", *backward]
+    monkeypatch.setattr(kernels, "joint_directions", lambda *args: contextlib.nullcontext())
+    for a, b in zip(together, grads(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize("packed", [False, True], ids=["lengths", "packed"])

@@ -21,12 +21,13 @@ returned become the nodes' outputs (the same tensor objects).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from .paired import PairedCalls, block
 
 _local = threading.local()
 
@@ -52,17 +53,21 @@ class _Sub:
 class JointCalls:
     """The forward ops of one ``joint_backward`` block (all on the same ``x``)."""
 
-    def __init__(self, formulas: dict[str, tuple[Any, Any, Any]]) -> None:
-        self.formulas = formulas  # op name → (op, setup_context, backward), as ops._EAGER
+    def __init__(self, formulas: dict[str, tuple[Any, ...]], both: Any = None) -> None:
+        self.formulas = formulas  # op name → its autograd formula's parts: ops._EAGER
         self.subs: list[_Sub] = []
+        self.pairs = PairedCalls(both) if both is not None else None  # forwards two at a time
 
     def takes(self, name: str, args: tuple) -> bool:
         return name in self.formulas and (not self.subs or args[0] is self.subs[0].args[0])
 
     def run(self, name: str, args: tuple) -> Any:
-        op, setup, _ = self.formulas[name]
-        with torch._C._AutoDispatchBelowAutograd():
-            output = op(*args)
+        op, setup = self.formulas[name][:2]
+        if self.pairs is not None and self.pairs.takes(name, args):
+            output = self.pairs.run(name, args)  # (the first: empty tensors, filled later)
+        else:
+            with torch._C._AutoDispatchBelowAutograd():
+                output = op(*args)
         outputs = output if isinstance(output, tuple) else (output,)
         sub = _Sub(name, args, outputs)
         setup(sub, args, output)
@@ -71,45 +76,41 @@ class JointCalls:
 
     def finish(self) -> None:
         """Makes the node(s): one for all ops where that saves memory (module docstring)."""
+        if self.pairs is not None:
+            self.pairs.finish()
         if not self.subs:
             return
         x = self.subs[0].args[0]
         saved_outputs = sum(o.numel() * o.element_size() for o in self.subs[-1].outputs)
-        joined = len(self.subs) > 1 and saved_outputs < x.numel() * x.element_size()
-        for group in [self.subs] if joined else [[sub] for sub in self.subs]:
-            _Joint.apply(group, self.formulas, *[a for sub in group for a in sub.args])
+        saves_memory = len(self.subs) > 1 and saved_outputs < x.numel() * x.element_size()
+        # else, where the forwards ran at once, so do the backwards (one node, two dx)
+        at_once = not saves_memory and self.pairs is not None and len(self.subs) == 2
+        both = self.pairs.both if at_once and self.pairs is not None else None
+        for group in [self.subs] if saves_memory or at_once else [[sub] for sub in self.subs]:
+            _Joint.apply(group, self.formulas, both, *[a for sub in group for a in sub.args])
 
 
 def current() -> JointCalls | None:
     return getattr(_local, "calls", None)
 
 
-@contextmanager
-def block(local: threading.local, calls: Any) -> Iterator[None]:
-    """``calls`` collects the ops of this block (``local.calls``, restored after); its
-    ``finish()`` runs when the block ends without an exception."""
-    before, local.calls = getattr(local, "calls", None), calls
-    try:
-        yield
-    finally:
-        local.calls = before
-    calls.finish()
-
-
-def joint_backward(formulas: dict[str, tuple[Any, Any, Any]]) -> AbstractContextManager[None]:
-    """Forward ops called in this block (on one ``x``) get one autograd node (module docstring)."""
-    return block(_local, JointCalls(formulas))
+def joint_backward(formulas: dict[str, tuple[Any, ...]], both: Any = None
+                   ) -> AbstractContextManager[None]:
+    """Forward ops called in this block (on one ``x``) get one autograd node (module docstring);
+    with ``both`` (``rnnlab._C.both``) two of them run at once, one per core (``paired.py``)."""
+    return block(_local, JointCalls(formulas, both))
 
 
 class _Joint(torch.autograd.Function):
     """The node of one or more joined ops: their saved tensors as usual (save_for_backward, so a
-    second-order backward runs through it too); backward runs the ops' backward in reverse call
-    order, each adding its dx into the one made before when that one is ours to write."""
+    second-order backward runs through it too). Backward: with ``both``, the two ops' fused
+    backward at once, one per core; else in reverse call order, each adding its dx into the one
+    made before when that one is ours to write."""
 
     @staticmethod
-    def forward(ctx: Any, subs: list[_Sub], formulas: dict, *flat: Any) -> tuple[Tensor, ...]:
+    def forward(ctx: Any, subs: list[_Sub], formulas: dict, both: Any, *flat: Any) -> tuple[Tensor, ...]:
         ctx.set_materialize_grads(False)
-        ctx.subs, ctx.formulas = subs, formulas
+        ctx.subs, ctx.formulas, ctx.both = subs, formulas, both
         ctx.save_for_backward(*[t for sub in subs for t in sub.to_save])
         outputs = tuple(o for sub in subs for o in sub.outputs)
         ctx.counts = [(sub.n_args, sub.n_out, len(sub.to_save)) for sub in subs]
@@ -120,25 +121,53 @@ class _Joint(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, *grads: Tensor | None) -> tuple:
         saved, subs = ctx.saved_tensors, ctx.subs
-        needs = ctx.needs_input_grad[2:]
+        needs = ctx.needs_input_grad[3:]
         # each op's first position in the flat arguments, the outputs and the saved tensors
         starts = [(0, 0, 0)]
         for n_args, n_out, n_saved in ctx.counts:
             a, o, v = starts[-1]
             starts.append((a + n_args, o + n_out, v + n_saved))
-        result: list[Tensor | None] = [None] * starts[-1][0]
-        dx = None
-        for k in reversed(range(len(subs))):
-            sub, (a0, o0, v0), (a1, o1, v1) = subs[k], starts[k], starts[k + 1]
+        for k, sub in enumerate(subs):
+            (a0, _, v0), (a1, _, v1) = starts[k], starts[k + 1]
             sub.saved_tensors, sub.needs_input_grad = saved[v0:v1], needs[a0:a1]
-            # add into the dx made so far when it is ours to write: made without a graph
-            own = dx is not None and not torch.is_grad_enabled() and dx.is_contiguous()
-            sub.dx_into = dx if own else None
-            got = list(ctx.formulas[sub.name][2](sub, *grads[o0:o1]))
-            sub.saved_tensors, sub.dx_into = (), None
-            if got[0] is not None:  # its own dx: the first, or one that did not add into dx
-                dx = got[0] if dx is None else dx + got[0]
-            got[0] = None
-            result[a0:a1] = got
+        out_grads = [grads[starts[k][1]:starts[k + 1][1]] for k in range(len(subs))]
+        got = _at_once(ctx, out_grads) if ctx.both is not None else None
+        if got is None:
+            got = _in_turn(ctx, out_grads)
+        result: list[Tensor | None] = []
+        dx = None
+        for g in got:  # (several dx: each made by our backward; summed in place without a graph)
+            if g[0] is not None:
+                dx = g[0] if dx is None else dx + g[0] if torch.is_grad_enabled() else dx.add_(g[0])
+            result += [None, *g[1:]]
         result[0] = dx  # x is the same tensor in every op: its gradient once
-        return (None, None, *result)
+        for sub in subs:
+            sub.saved_tensors = ()
+        return (None, None, None, *result)
+
+
+def _in_turn(ctx: Any, out_grads: list[tuple]) -> list[list]:
+    """The ops' backward in reverse call order; each adds its dx into the last one's when that
+    one is ours to write (made without a graph), and then returns None for it."""
+    got: list[list] = [[] for _ in ctx.subs]
+    dx = None
+    for k in reversed(range(len(ctx.subs))):
+        sub = ctx.subs[k]
+        own = dx is not None and not torch.is_grad_enabled() and dx.is_contiguous()
+        sub.dx_into = dx if own else None
+        got[k] = list(ctx.formulas[sub.name][2](sub, *out_grads[k]))
+        sub.dx_into = None
+        if got[k][0] is not None:
+            dx = got[k][0]
+    return got
+
+
+def _at_once(ctx: Any, out_grads: list[tuple]) -> list[list] | None:
+    """Both fused backward ops at once (``rnnlab._C.both``), each making its own dx; None when
+    either is not a fused call (nothing to do, or the reference BPTT of a double backward)."""
+    plans = [ctx.formulas[sub.name][4](sub, *g) for sub, g in zip(ctx.subs, out_grads, strict=True)]
+    if any(kind != "op" for kind, _ in plans):
+        return None
+    name = ctx.formulas[ctx.subs[0].name][3]
+    outs = ctx.both(name, plans[0][1], plans[1][1])
+    return [list(ctx.formulas[sub.name][5](sub, out)) for sub, out in zip(ctx.subs, outs, strict=True)]

@@ -94,9 +94,10 @@ class _Padded:
         return padded[self.valid]
 
 
-# op name → (op, setup_context, backward) of the ops whose autograd formula `call` applies in eager
-# mode through `_Eager` (the same two functions torch.library registers for tracing)
-_EAGER: dict[str, tuple[Any, Any, Any]] = {}
+# op name → (op, setup_context, backward, backward op name, plan, result) of the ops whose
+# autograd formula `call` applies in eager mode through `_Eager` (setup_context and backward: the
+# functions torch.library registers for tracing; backward = plan → op → result, see `_formula`)
+_EAGER: dict[str, tuple[Any, ...]] = {}
 
 
 class _Eager(torch.autograd.Function):
@@ -110,7 +111,7 @@ class _Eager(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, *args: Any) -> Any:  # args: the op's arguments, all given, then its name
         ctx.op_name = args[-1]
-        op, setup, _ = _EAGER[ctx.op_name]
+        op, setup = _EAGER[ctx.op_name][:2]
         with torch._C._AutoDispatchBelowAutograd():
             output = op(*args[:-1])
         setup(ctx, args[:-1], output)
@@ -147,10 +148,30 @@ def directions(pair: bool) -> AbstractContextManager[None]:
     (``joint.py``); without, and with ``pair``, the two ops at once, one per core (``paired.py``).
     In eager mode; under torch.compile and torch.func transforms they run as usual."""
     stack = ExitStack()
-    stack.enter_context(joint.joint_backward(_EAGER))
+    stack.enter_context(joint.joint_backward(_EAGER, _C.both if pair else None))
     if pair:
         stack.enter_context(paired.paired_forward(_C.both))  # (exits first: the held call runs)
     return stack
+
+
+# A backward's first half: ("op", the fused backward op's arguments), ("grads", the gradients the
+# op would return: the reference BPTT ran) or ("done", the formula's result: nothing to do)
+Plan = tuple[str, tuple]
+
+
+def _formula(cell: str, setup: Any, plan: Any, result: Any) -> None:
+    """Registers ``<cell>_fwd``'s autograd formula: setup, then backward = plan → op → result."""
+    backward_op = getattr(torch.ops.rnnlab, f"{cell}_bwd").default
+
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple:
+        kind, value = plan(ctx, *grads)
+        if kind == "done":
+            return value
+        return result(ctx, backward_op(*value) if kind == "op" else value)
+
+    torch.library.register_autograd(f"rnnlab::{cell}_fwd", backward, setup_context=setup)
+    forward_op = getattr(torch.ops.rnnlab, f"{cell}_fwd").default
+    _EAGER[f"{cell}_fwd"] = (forward_op, setup, backward, f"rnnlab::{cell}_bwd", plan, result)
 
 
 def _register() -> None:
@@ -223,11 +244,11 @@ def _register() -> None:
         ctx.batch_sizes = inputs[9] if len(inputs) > 9 else None
         ctx.save_for_backward(x, mask, h0, w_ih, w_hh, output)
 
-    def rnn_grad(ctx: Any, dhs: Tensor | None) -> tuple:
+    def rnn_plan(ctx: Any, dhs: Tensor | None) -> Plan:
         x, mask, h0, w_ih, w_hh, hs = ctx.saved_tensors
         needs, rows = ctx.needs_input_grad, ctx.batch_sizes
         if dhs is None:
-            return (None,) * 10
+            return "done", (None,) * 10
         if torch.is_grad_enabled():  # double backward: differentiable reference BPTT
             packed = _Padded(rows, ctx.reverse, x.device) if rows is not None else None
             if packed is not None:  # the reference runs on padded steps with a mask
@@ -240,16 +261,16 @@ def _register() -> None:
             dx = flip(dx)
             if packed is not None and dx is not None:
                 dx = packed.pack(dx)
-        else:
-            dx, dh0, dw_ih, dw_hh, db = torch.ops.rnnlab.rnn_bwd(
-                dhs, x, mask, h0, w_ih, w_hh, hs, ctx.relu, needs[0], ctx.reverse, rows,
-                _into(ctx),
-            )
+            return "grads", (dx, dh0, dw_ih, dw_hh, db)
+        return "op", (dhs, x, mask, h0, w_ih, w_hh, hs, ctx.relu, needs[0], ctx.reverse, rows, _into(ctx))
+
+    def rnn_result(ctx: Any, grads: tuple) -> tuple:
+        dx, dh0, dw_ih, dw_hh, db = grads
+        needs = ctx.needs_input_grad
         return (_maybe(dx), None, dh0, dw_ih, dw_hh, db if needs[5] else None,
                 db if needs[6] else None, None, None, None)
 
-    torch.library.register_autograd(lib + "rnn_fwd", rnn_grad, setup_context=rnn_setup)
-    _EAGER["rnn_fwd"] = (torch.ops.rnnlab.rnn_fwd.default, rnn_setup, rnn_grad)
+    _formula("rnn", rnn_setup, rnn_plan, rnn_result)
 
     def lstm_setup(ctx: Any, inputs: tuple, output: tuple) -> None:
         x, mask, h0, c0, w_ih, w_hh, b_ih, b_hh, w_hr = inputs[:9]
@@ -258,7 +279,7 @@ def _register() -> None:
         ctx.batch_sizes = inputs[10] if len(inputs) > 10 else None
         ctx.save_for_backward(x, mask, h0, c0, w_ih, w_hh, w_hr, *output)
 
-    def lstm_grad(ctx: Any, dhs: Tensor | None, dcs: Tensor | None, dg: Tensor | None) -> tuple:
+    def lstm_plan(ctx: Any, dhs: Tensor | None, dcs: Tensor | None, dg: Tensor | None) -> Plan:
         x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates = ctx.saved_tensors
         needs, rows = ctx.needs_input_grad, ctx.batch_sizes
         if dg is not None or torch.is_grad_enabled():
@@ -273,18 +294,19 @@ def _register() -> None:
             dx = f(grads[0])
             if packed is not None and dx is not None:
                 dx = packed.pack(dx)
-            grads = (dx, *grads[1:])
-        elif dhs is None and dcs is None:
-            return (None,) * 11
-        else:
-            grads = torch.ops.rnnlab.lstm_bwd(dhs, dcs, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs,
-                                              gates, needs[0], ctx.reverse, rows, _into(ctx))
+            return "grads", (dx, *grads[1:])
+        if dhs is None and dcs is None:
+            return "done", (None,) * 11
+        return "op", (dhs, dcs, x, mask, h0, c0, w_ih, w_hh, w_hr, hs, cs, gates, needs[0], ctx.reverse,
+                      rows, _into(ctx))
+
+    def lstm_result(ctx: Any, grads: tuple) -> tuple:
         dx, dh0, dc0, dw_ih, dw_hh, db, dw_hr = grads
+        needs = ctx.needs_input_grad
         return (_maybe(dx), None, dh0, dc0, dw_ih, dw_hh, db if needs[6] else None,
                 db if needs[7] else None, _maybe(dw_hr), None, None)
 
-    torch.library.register_autograd(lib + "lstm_fwd", lstm_grad, setup_context=lstm_setup)
-    _EAGER["lstm_fwd"] = (torch.ops.rnnlab.lstm_fwd.default, lstm_setup, lstm_grad)
+    _formula("lstm", lstm_setup, lstm_plan, lstm_result)
 
     def gru_setup(ctx: Any, inputs: tuple, output: tuple) -> None:
         x, mask, h0, w_ih, w_hh, b_ih, b_hh, after, keep = inputs[:9]
@@ -294,7 +316,7 @@ def _register() -> None:
         ctx.batch_sizes = inputs[10] if len(inputs) > 10 else None
         ctx.save_for_backward(x, mask, h0, w_ih, w_hh, *output)
 
-    def gru_grad(ctx: Any, dhs: Tensor | None, dws: Tensor | None) -> tuple:
+    def gru_plan(ctx: Any, dhs: Tensor | None, dws: Tensor | None) -> Plan:
         x, mask, h0, w_ih, w_hh, hs, ws = ctx.saved_tensors
         needs, rows = ctx.needs_input_grad, ctx.batch_sizes
         if dws is not None or torch.is_grad_enabled():
@@ -308,18 +330,19 @@ def _register() -> None:
             dx = f(grads[0])
             if packed is not None and dx is not None:
                 dx = packed.pack(dx)
-            grads = (dx, *grads[1:])
-        elif dhs is None:
-            return (None,) * 11
-        else:
-            grads = torch.ops.rnnlab.gru_bwd(dhs, x, mask, h0, w_ih, w_hh, hs, ws, ctx.after,
-                                             needs[0], ctx.reverse, rows, _into(ctx))
+            return "grads", (dx, *grads[1:])
+        if dhs is None:
+            return "done", (None,) * 11
+        return "op", (dhs, x, mask, h0, w_ih, w_hh, hs, ws, ctx.after, needs[0], ctx.reverse, rows,
+                      _into(ctx))
+
+    def gru_result(ctx: Any, grads: tuple) -> tuple:
         dx, dh0, dw_ih, dw_hh, db_ih, db_hh = grads
+        needs = ctx.needs_input_grad
         return (_maybe(dx), None, dh0, dw_ih, dw_hh, db_ih if needs[5] else None,
                 db_hh if needs[6] else None, None, None, None, None)
 
-    torch.library.register_autograd(lib + "gru_fwd", gru_grad, setup_context=gru_setup)
-    _EAGER["gru_fwd"] = (torch.ops.rnnlab.gru_fwd.default, gru_setup, gru_grad)
+    _formula("gru", gru_setup, gru_plan, gru_result)
 
     if ONEDNN:
         _register_onednn()

@@ -15,13 +15,12 @@ at once): RNN 6.1 → 4.9, GRU 17.6 → 14.7 (oneDNN one after the other 16.2), 
 from __future__ import annotations
 
 import threading
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor
-
-from .joint import block
 
 OUTPUTS = {"rnn_fwd": 1, "lstm_fwd": 3, "gru_fwd": 2}  # the ops paired, and their output counts
 _local = threading.local()
@@ -64,6 +63,18 @@ def _fill(holders: tuple[Tensor, ...], output: Any) -> None:
 
 def current() -> PairedCalls | None:
     return getattr(_local, "calls", None)
+
+
+@contextmanager
+def block(local: threading.local, calls: Any) -> Iterator[None]:
+    """``calls`` collects the ops of this block (``local.calls``, restored after); its
+    ``finish()`` runs when the block ends without an exception."""
+    before, local.calls = getattr(local, "calls", None), calls
+    try:
+        yield
+    finally:
+        local.calls = before
+    calls.finish()
 
 
 def paired_forward(both: Any) -> AbstractContextManager[None]:

@@ -5,8 +5,8 @@
 // A direction of a bidirectional layer costs less on one core beside the other than on two cores
 // after it (2 layers, H=256, B=32: GRU 13.3 ms vs 2 x 8.0, RNN 4.5 vs 2 x 2.8; measured as two
 // one-thread processes pinned to the two cores). The arguments are every argument of the op's
-// schema, as Tensors, None, bools or ints; the calls go below autograd (no gradients: the caller
-// checks).
+// schema, as Tensors, None, bools or ints; the calls go below autograd (the caller records them:
+// kernels/joint.py, or none is needed: kernels/paired.py).
 #include <Python.h>
 #include <omp.h>
 #include <torch/csrc/autograd/python_variable.h>
@@ -15,6 +15,7 @@
 #include <exception>
 #include <vector>
 
+#include <ATen/ThreadLocalState.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
@@ -62,10 +63,13 @@ PyObject* rnnlab_both(PyObject*, PyObject* args) {
       return nullptr;
     }
     std::array<std::exception_ptr, 2> errors;
+    // the caller's thread-local state (grad mode, the profiler: allocations on the second thread
+    // are reported too) for both threads of the region, and each below autograd
+    const at::ThreadLocalState state;
     Py_BEGIN_ALLOW_THREADS
 #pragma omp parallel num_threads(2)
     {
-      // TLS: each thread of the region sets its own guard
+      const at::ThreadLocalStateGuard caller(state);
       c10::impl::ExcludeDispatchKeyGuard below(c10::autograd_dispatch_keyset);
       const int n = omp_get_num_threads();
       for (int k = omp_get_thread_num(); k < 2; k += n) {
