@@ -1,21 +1,23 @@
-"""One autograd node for the two directions of a bidirectional layer (fused kernels, eager mode).
+"""The two directions of a bidirectional layer in training (fused kernels, eager mode).
 
-Both directions read the same input ``x (T, B, F)``, so each backward makes a full
-``dx (T, B, F)``. As two autograd nodes, the first dx waits in autograd's input buffer while the
-second direction's backward makes its own, and autograd then adds them: two dx-sized buffers live
-at once, at the peak of a training step (2-layer bidirectional RNN, H=256, B=32: 6.5 MB each).
-Joined, the node runs the directions' backward one after the other and the second adds its rows
-of ``dx`` into the first's (the ops' ``dx_into``).
+The forward ops called inside ``with joint_backward(formulas, both):`` run at once, without
+autograd; on leaving the block their autograd node(s) are made, and the outputs already returned
+become the nodes' outputs (the same tensor objects). How, by measurement (BENCHMARKS.md):
 
-One node keeps every direction's saved tensors until its backward ends (two nodes free the first
-direction's when its backward is done), so the directions are joined only where that costs less
-than the dx it saves: where one direction's saved outputs are smaller than x (the RNN saves its
-states, ``(T, B, H)`` against ``(T, B, 2H)`` from the second layer on; the LSTM and GRU save gate
-workspaces of 3–5 H per row, and stay two nodes).
-
-Usage (``layers.py``): the forward ops called inside ``with joint_backward(formulas):`` run at
-once, without autograd; on leaving the block their node(s) are made, and the outputs already
-returned become the nodes' outputs (the same tensor objects).
+* **Forwards at once** (``both``: one direction's W_hh fits one core's L2): the first call is held
+  back and runs with the second, one per core (``paired.py``, ``rnnlab._C.both``).
+* **One node, one dx** where that saves memory. Both directions read the same ``x (T, B, F)``,
+  so each backward makes a full ``dx``; as two nodes the first one waits in autograd's input
+  buffer while the second is made (2-layer bidirectional RNN, H=256, B=32: 6.5 MB each, at the
+  step's peak). One node runs the backwards in turn, the second adding its rows into the first's
+  dx (the ops' ``dx_into``). But one node keeps both directions' saved tensors until it ends, so
+  this pays only where a direction's saved outputs are smaller than ``x``: the RNN (states,
+  H per row, against 2H from the second layer on), not the LSTM and GRU (gate workspaces of
+  3–5 H per row).
+* **One node, backwards at once** otherwise, where the forwards ran at once: each direction's
+  fused backward on its core (LSTM and GRU; two dx, more memory than in turn, still below
+  torch's on the bench grid).
+* Else one node per direction.
 """
 
 from __future__ import annotations

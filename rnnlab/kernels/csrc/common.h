@@ -324,6 +324,13 @@ inline Tensor chunk_prev_states(const Tensor& h0, const Tensor& hs, const StepRo
   return rows2d(prev_states(h0, hs, t0, t1 - t0, reverse));
 }
 
+// Whether add_prev_grads gathers the chunk's previous states into one block for `out`
+inline bool gathers_prev(const Tensor& out, int64_t rows, int64_t H, const StepRows& r, int64_t t0,
+                         int64_t t1, bool reverse) {
+  const bool starts = reverse ? t1 == r.T : t0 == 0;  // the chunk holds the first step run
+  return r.packed || !starts || rows * H <= out.numel();
+}
+
 // dW (+)= Σ_{t in [t0, t1)} da_t^T h_prev(t) for the chunk's da [rows, G] (h_prev as StepOrder;
 // `first` as acc_tn). A dense chunk that holds the sequence's first step takes h0 for it: its
 // states are gathered into one block when that copy is no larger than dW, else h0's rows are a
@@ -333,8 +340,7 @@ inline void add_prev_grads(Tensor out, const Tensor& da, const Tensor& h0, const
                            const StepRows& r, int64_t t0, int64_t t1, bool reverse, bool first,
                            Tensor* prev = nullptr) {
   const int64_t B = r.B, n = t1 - t0, H = hs.size(-1);
-  const bool starts = reverse ? t1 == r.T : t0 == 0;  // the chunk holds the first step run
-  if (r.packed || !starts || da.size(0) * H <= out.numel()) {
+  if (gathers_prev(out, da.size(0), H, r, t0, t1, reverse)) {
     Tensor own;
     Tensor& block = prev ? *prev : own;
     if (!block.defined()) block = chunk_prev_states(h0, hs, r, t0, t1, reverse);

@@ -240,6 +240,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
       auto r = step_block(ws_c, rows, t0, t1).narrow(1, 0, H);
       auto dn = dgi_c.narrow(1, 2 * H, H);
       if (after) {
+        // a block the n rows will not use goes before their temporary is made (peak memory)
+        if (!gathers_prev(dw_hh.narrow(0, 2 * H, H), dn.size(0), H, rows, t0, t1, reverse)) prev = Tensor();
         dn = dn * r;
         add_prev_grads(dw_hh.narrow(0, 2 * H, H), dn, h0c, hs_c, rows, t0, t1, reverse, first, &prev);
       } else {
