@@ -148,7 +148,9 @@ def joint_directions(count: int, w_hh: Tensor) -> AbstractContextManager[None]:
     ``w_hh``, one direction's recurrent weight, is at most PAIR_MAX_BYTES)."""
     if not (AVAILABLE and count == 2):
         return nullcontext()
-    return ops.directions(pair=w_hh.numel() * w_hh.element_size() <= PAIR_MAX_BYTES)
+    # (two threads at least: with one, the pair would oversubscribe the core the user gave us)
+    pair = torch.get_num_threads() >= 2 and w_hh.numel() * w_hh.element_size() <= PAIR_MAX_BYTES
+    return ops.directions(pair=pair)
 
 
 def _needs_grad(*tensors: Tensor | None) -> bool:
