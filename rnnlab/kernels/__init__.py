@@ -146,8 +146,8 @@ def joint_directions(count: int, w_hh: Tensor) -> AbstractContextManager[None]:
     """Around the ``count`` directions of one layer: two on the fused kernels run together
     (``ops.directions``: one backward node; at inference both at once, one per core, when
     ``w_hh``, one direction's recurrent weight, is at most PAIR_MAX_BYTES)."""
-    if not (AVAILABLE and count == 2):
-        return nullcontext()
+    if not (AVAILABLE and count == 2) or torch.compiler.is_compiling():
+        return nullcontext()  # (traced, the ops run as registered: ops.call)
     # (two threads at least: with one, the pair would oversubscribe the core the user gave us)
     pair = torch.get_num_threads() >= 2 and w_hh.numel() * w_hh.element_size() <= PAIR_MAX_BYTES
     return ops.directions(pair=pair)
