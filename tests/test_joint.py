@@ -63,7 +63,7 @@ def test_dx_into_adds_the_input_gradient_into_the_buffer(name, args):
 @pytest.mark.parametrize("name,args", SAMPLES, ids=IDS)
 def test_dx_into_of_the_wrong_shape_is_a_clear_error(name, args):
     op = getattr(torch.ops.rnnlab, name)
-    with pytest.raises(RuntimeError, match=r"dx_into: expected a contiguous Double tensor of x's "
+    with pytest.raises(ValueError, match=r"dx_into: expected a contiguous Double tensor of x's "
                                            r"shape \[6, 3, 5\], got Double \[6, 3, 4\]"):
         op(*args, torch.zeros(T, B, H, dtype=torch.float64))
 

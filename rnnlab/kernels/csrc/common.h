@@ -12,6 +12,8 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <stdexcept>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -266,12 +268,23 @@ class OnFirstUse {
 // dx of a backward. `into`: the dx that the other direction of a bidirectional layer wrote for
 // the same x (its joint backward, kernels/ops.py `joint`); this backward then adds its rows to
 // that buffer and returns an empty dx. Checked before any computation; true when it adds.
+inline std::string shape_text(c10::IntArrayRef sizes) {
+  std::string out = "[";
+  for (size_t i = 0; i < sizes.size(); ++i) out += (i ? ", " : "") + std::to_string(sizes[i]);
+  return out + "]";
+}
+
 inline bool adds_into(const Tensor& x, bool need, const c10::optional<Tensor>& into) {
   if (!into.has_value() || !into->defined()) return false;
-  TORCH_CHECK(into->sizes() == x.sizes() && into->scalar_type() == x.scalar_type() &&
-              into->is_contiguous(), "dx_into: expected a contiguous ", x.scalar_type(),
-              " tensor of x's shape ", x.sizes(), ", got ", into->scalar_type(), " ", into->sizes(),
-              into->is_contiguous() ? "" : " (not contiguous)");
+  // (std::invalid_argument, a ValueError in Python: under torch 2.11 + CUDA 13 on a lent H100 a
+  // failing TORCH_CHECK here crashed the process — Segmentation fault — while ATen's own errors
+  // raised through the same op; seen 2026-11-26, cause not found)
+  if (into->sizes() != x.sizes() || into->scalar_type() != x.scalar_type() || !into->is_contiguous())
+    throw std::invalid_argument(
+        std::string("dx_into: expected a contiguous ") + c10::toString(x.scalar_type()) +
+        " tensor of x's shape " + shape_text(x.sizes()) + ", got " +
+        c10::toString(into->scalar_type()) + " " + shape_text(into->sizes()) +
+        (into->is_contiguous() ? "" : " (not contiguous)"));
   return need;
 }
 
