@@ -156,3 +156,40 @@ def test_cell_errors():
     _raises(ValueError, "hx[1]", cell, torch.randn(2, 4), (torch.zeros(2, 6), torch.zeros(3, 6)))
     _raises(TypeError, "hx", cell, torch.randn(2, 4), torch.zeros(2, 6))
     _raises(TypeError, "input", cell, torch.randn(2, 4, dtype=torch.float64))
+
+
+STEP_B, STEP_I, STEP_H = 2, 3, 4
+
+
+def _step_args(name: str) -> dict:
+    g = {"rnn_step": 1, "lstm_step": 4, "gru_step": 3}[name]
+    args = {"x": torch.randn(STEP_B, STEP_I), "h": torch.randn(STEP_B, STEP_H)}
+    if name == "lstm_step":
+        args["c"] = torch.randn(STEP_B, STEP_H)
+    args |= {"w_ih": torch.randn(g * STEP_H, STEP_I), "w_hh": torch.randn(g * STEP_H, STEP_H),
+             "b_ih": torch.randn(g * STEP_H), "b_hh": torch.randn(g * STEP_H)}
+    return args
+
+
+def _call_step(name: str, args: dict):  # type: ignore[no-untyped-def]
+    op = getattr(torch.ops.rnnlab, name)
+    if name == "lstm_step":
+        return op(*args.values(), None)
+    return op(*args.values(), True)
+
+
+@pytest.mark.skipif(not rnnlab.kernels.AVAILABLE, reason="fused extension not built")
+@pytest.mark.parametrize("arg", ["h", "w_ih", "w_hh", "b_ih", "b_hh"])
+@pytest.mark.parametrize("name", ["rnn_step", "lstm_step", "gru_step"])
+def test_step_ops_check_shapes_before_reading(name, arg):
+    """The single-step ops index raw pointers by these shapes: a mismatch is a ValueError naming
+    the argument (it used to read out of bounds)."""
+    args = _step_args(name)
+    args[arg] = torch.randn(*[n + 1 for n in args[arg].shape])
+    with pytest.raises(ValueError, match=rf"{name}: {arg}: expected Float \[") as info:
+        _call_step(name, args)
+    assert "got Float [" in str(info.value)
+    args = _step_args(name)
+    args[arg] = args[arg].double()
+    with pytest.raises(ValueError, match=rf"{name}: {arg}: expected Float .* got Double"):
+        _call_step(name, args)

@@ -27,10 +27,40 @@ const T* opt(const c10::optional<Tensor>& t) {  // biases are 1-D parameters: co
   return (t.has_value() && t->defined()) ? t->data_ptr<T>() : nullptr;
 }
 
+// The step kernels index raw pointers by these shapes, so the ops check them before any work
+// (a ValueError naming the argument): x [B,I], h [B,P], c [B,H] (LSTM), w_ih [G·H, I],
+// w_hh [G·H, P], biases [G·H], w_hr [P, H] (LSTM projection; without it P = H).
+void check_step(const char* op, const Tensor& x, const Tensor& h, const Tensor* c, const Tensor& w_ih,
+                const Tensor& w_hh, const c10::optional<Tensor>& b_ih,
+                const c10::optional<Tensor>& b_hh, const c10::optional<Tensor>& w_hr, int64_t gates) {
+  auto fail = [&](const std::string& what) { throw std::invalid_argument(std::string(op) + ": " + what); };
+  auto expect = [&](const char* arg, const Tensor& t, const std::vector<int64_t>& sizes) {
+    if (t.sizes() != c10::IntArrayRef(sizes) || t.scalar_type() != x.scalar_type())
+      fail(std::string(arg) + ": expected " + c10::toString(x.scalar_type()) + " " + shape_text(sizes) +
+           ", got " + c10::toString(t.scalar_type()) + " " + shape_text(t.sizes()));
+  };
+  if (x.dim() != 2 || h.dim() != 2)
+    fail("x and h: expected 2-D (batch, features), got " + std::to_string(x.dim()) + "-D and " +
+         std::to_string(h.dim()) + "-D");
+  const bool proj = w_hr.has_value() && w_hr->defined();
+  const int64_t B = x.size(0), I = x.size(1), P = h.size(1);
+  const int64_t H = c ? (c->dim() == 2 ? c->size(1) : -1) : P;
+  expect("h", h, {B, P});
+  if (c) expect("c", *c, {B, H});
+  if (c && !proj && P != H)
+    fail("h: expected " + shape_text({B, H}) + " (no w_hr), got " + shape_text(h.sizes()));
+  expect("w_ih", w_ih, {gates * H, I});
+  expect("w_hh", w_hh, {gates * H, P});
+  if (b_ih.has_value() && b_ih->defined()) expect("b_ih", *b_ih, {gates * H});
+  if (b_hh.has_value() && b_hh->defined()) expect("b_hh", *b_hh, {gates * H});
+  if (proj) expect("w_hr", *w_hr, {P, H});
+}
+
 }  // namespace
 
 Tensor rnn_step(const Tensor& x_, const Tensor& h_, const Tensor& w_ih_, const Tensor& w_hh_,
                 const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh, bool relu) {
+  check_step("rnn_step", x_, h_, nullptr, w_ih_, w_hh_, b_ih, b_hh, c10::nullopt, 1);
   auto x = x_.contiguous(), h = h_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const int64_t B = x.size(0), I = x.size(1), H = h.size(1);
   auto out = at::empty({B, H}, x.options());
@@ -47,6 +77,7 @@ std::tuple<Tensor, Tensor> lstm_step(const Tensor& x_, const Tensor& h_, const T
                                      const c10::optional<Tensor>& b_ih,
                                      const c10::optional<Tensor>& b_hh,
                                      const c10::optional<Tensor>& w_hr_) {
+  check_step("lstm_step", x_, h_, &c_, w_ih_, w_hh_, b_ih, b_hh, w_hr_, 4);
   auto x = x_.contiguous(), h = h_.contiguous(), c = c_.contiguous();
   auto w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   auto w_hr = w_hr_.has_value() && w_hr_->defined() ? c10::optional<Tensor>(w_hr_->contiguous())
@@ -65,6 +96,7 @@ std::tuple<Tensor, Tensor> lstm_step(const Tensor& x_, const Tensor& h_, const T
 
 Tensor gru_step(const Tensor& x_, const Tensor& h_, const Tensor& w_ih_, const Tensor& w_hh_,
                 const c10::optional<Tensor>& b_ih, const c10::optional<Tensor>& b_hh, bool after) {
+  check_step("gru_step", x_, h_, nullptr, w_ih_, w_hh_, b_ih, b_hh, c10::nullopt, 3);
   auto x = x_.contiguous(), h = h_.contiguous(), w_ih = w_ih_.contiguous(), w_hh = w_hh_.contiguous();
   const int64_t B = x.size(0), I = x.size(1), H = h.size(1);
   auto out = at::empty({B, H}, x.options());
