@@ -134,11 +134,12 @@ def _flip_time(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
     return x.flip(0), (mask.flip(0) if mask is not None else None)
 
 
-# Inference runs two directions at once (one per core) up to this size of one direction's W_hh,
-# which then fits one core's L2 (2 MB here). 2 threads, T=100, one bidirectional layer, ms, one
-# after the other → at once: LSTM B=64 H=256 (1 MB) 47.6 → 46.2, RNN B=64 H=512 (1 MB) 50.0 →
-# 48.8, GRU B=64 H=256 45.9 → 40.7; above it each core streams its W_hh from L3 and lost: GRU
-# B=64 H=512 (3 MB) 132 → 143, LSTM B=64 H=512 191 → 168, GRU B=1 H=512 5.7 → 12.0.
+# A bidirectional layer runs its two directions at once (one per core; inference and training)
+# up to this size of one direction's W_hh, which then fits one core's L2 (2 MB here). 2 threads,
+# T=100, one bidirectional layer, inference ms, one after the other → at once: LSTM B=64 H=256
+# (1 MB) 47.6 → 46.2, RNN B=64 H=512 (1 MB) 50.0 → 48.8, GRU B=64 H=256 45.9 → 40.7; above it
+# each core streams its W_hh from L3 and lost: GRU B=64 H=512 (3 MB) 132 → 143, LSTM B=64 H=512
+# 168 → 192, GRU B=1 H=512 5.7 → 12.0.
 PAIR_MAX_BYTES = 1 << 20
 
 

@@ -77,7 +77,8 @@ class JointCalls:
         return output
 
     def finish(self) -> None:
-        """Makes the node(s): one for all ops where that saves memory (module docstring)."""
+        """Makes the node(s): one for all ops where that saves memory or where their forwards
+        ran at once (then so do their backwards), else one per op (module docstring)."""
         if self.pairs is not None:
             self.pairs.finish()
         if not self.subs:
@@ -87,7 +88,7 @@ class JointCalls:
         saves_memory = len(self.subs) > 1 and saved_outputs < x.numel() * x.element_size()
         # else, where the forwards ran at once, so do the backwards (one node, two dx)
         at_once = not saves_memory and self.pairs is not None and len(self.subs) == 2
-        both = self.pairs.both if at_once and self.pairs is not None else None
+        both = self.pairs.both if at_once and self.pairs is not None else None  # (narrows pairs)
         for group in [self.subs] if saves_memory or at_once else [[sub] for sub in self.subs]:
             _Joint.apply(group, self.formulas, both, *[a for sub in group for a in sub.args])
 
