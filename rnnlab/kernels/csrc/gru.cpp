@@ -28,7 +28,8 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
   // next chunk overlaps this chunk's recurrence (pipeline.h)
   const bool split =
       after && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 3 * H * H, false);
-  const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * 3 * H * H, false);
+  const bool bsplit = after && split_batch(B, 3 * H * H);  // B > 1 by units (split.h)
+  const bool overlap = !split && !bsplit && overlap_chunks((T + K - 1) / K, B, B * 3 * H * H, false);
   auto gi = steps_like(x, rows, 3 * H);  // input pre-activations
   auto hs = steps_like(x, rows, H);
   // the workspace BPTT needs; without gradients one step's worth is reused (keep = false)
@@ -50,42 +51,63 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     const scalar_t* bnv = bn.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     const scalar_t* h0v = h0c.data_ptr<scalar_t>();
-    const StepGemm<scalar_t> step_rz(w, H, true, B, after ? 3 * H : 2 * H, H);
-    const StepGemm<scalar_t> step_n(w + 2 * H * H, H, true, B, H, H, 1);  // "before" only
+    // q = h_{t-1} W_hh^T: whole, or W_hh's halves by units (batched split; same pack slots)
+    std::optional<StepGemm<scalar_t>> step_rz, step_n;  // step_n: "before" only
+    std::optional<UnitGemms<scalar_t>> units;
+    if (bsplit) units.emplace(whh, 3, H, B);
+    else step_rz.emplace(w, H, true, B, after ? 3 * H : 2 * H, H);
+    if (!after) step_n.emplace(w + 2 * H * H, H, true, B, H, H, 1);
     const auto active = running_rows(rows, m);
     auto split_recurrence = [&](int64_t s0, int64_t s1) {  // B = 1, reset after, own units u
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
         const int64_t t = order.at(s0 + i);
         const scalar_t* hp = prev_rows(rows, order, t, hsv, h0v, H).row(0);  // h_{t-1}
         scalar_t* g_t = giv + t * 3 * H;
-        for (int64_t k = 0; k < 3; ++k) {
-          std::fill(ghv + k * H + u.u0, ghv + k * H + u.u1, scalar_t(0));
-          if (pb) add_row(g_t + k * H + u.u0, pb + k * H + u.u0, u.n());
-        }
+        for (int64_t k = 0; k < 3; ++k) std::fill(ghv + k * H + u.u0, ghv + k * H + u.u1, scalar_t(0));
         gemv_units<scalar_t>(w, H, 3, H, u, H, hp, ghv);  // q[u] = W_hh[u] h_{t-1}, each block
-        gru_after_fwd_row(u.n(), H, g_t + u.u0, ghv + u.u0, bnv + u.u0, hp + u.u0,
-                          wsv + (keep ? t : 0) * W + u.u0, hsv + t * H + u.u0);
+        gru_after_fwd_row(u.n(), H, g_t + u.u0, ghv + u.u0, H, pb ? pb + u.u0 : nullptr,
+                          bnv + u.u0, hp + u.u0, wsv + (keep ? t : 0) * W + u.u0,
+                          hsv + t * H + u.u0);
+      });
+    };
+    auto bsplit_recurrence = [&](int64_t s0, int64_t s1) {  // B > 1, reset after, own units
+      run_split(H, s1 - s0, [&](int64_t i, const Units& own) {
+        const int64_t t = order.at(s0 + i);
+        const int64_t n = rows.rows_of(t), act = active[t];
+        const PrevRows<scalar_t> h = prev_rows(rows, order, t, hsv, h0v, H);
+        scalar_t* out = hsv + rows.off[t] * H;
+        scalar_t* g_t = giv + rows.off[t] * 3 * H;
+        scalar_t* s_t = wsv + (keep ? rows.off[t] : 0) * W;
+        units->each(own, h, act, [&](int, int64_t u0, int64_t nu, scalar_t* q, int64_t ldq) {
+          if (act < n) std::fill(q + act * ldq, q + n * ldq, scalar_t(0));
+          for (int64_t b = 0; b < n; ++b)
+            gru_after_fwd_row(nu, H, g_t + b * 3 * H + u0, q + b * ldq, nu, pb ? pb + u0 : nullptr,
+                              bnv + u0, h.row(b) + u0, s_t + b * W + u0, out + b * H + u0);
+          if (m) {  // padded steps keep the previous state
+            for (int64_t b = 0; b < B; ++b)
+              if (!m[t * B + b]) std::copy(h.row(b) + u0, h.row(b) + u0 + nu, out + b * H + u0);
+          }
+        });
       });
     };
     auto recurrence = [&](int64_t s0, int64_t s1) {
       if (split) return split_recurrence(s0, s1);
+      if (bsplit) return bsplit_recurrence(s0, s1);
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
         const int64_t n = rows.rows_of(t), act = active[t];
         const PrevRows<scalar_t> h = prev_rows(rows, order, t, hsv, h0v, H);  // h_{t-1}, by row
         // q = W_hh h_{t-1}: all rows for "after", the [r|z] rows first for "before" (its n rows
         // need r ⊙ h). Rows of finished sequences keep finite stale values, masked out below.
-        h.gemm(step_rz, 0, ghv, 3 * H, act);
+        h.gemm(*step_rz, 0, ghv, 3 * H, act);
         scalar_t* out = hsv + rows.off[t] * H;
         scalar_t* g_t = giv + rows.off[t] * 3 * H;
         scalar_t* s_t = wsv + (keep ? rows.off[t] : 0) * W;
         if (after) {
           for_range(n, 3 * H, [&](int64_t b0, int64_t b1) {
-            for (int64_t b = b0; b < b1; ++b) {
-              if (pb) add_row(g_t + b * 3 * H, pb, 3 * H);
-              gru_after_fwd_row(H, H, g_t + b * 3 * H, ghv + b * 3 * H, bnv, h.row(b), s_t + b * W,
-                                out + b * H);
-            }
+            for (int64_t b = b0; b < b1; ++b)
+              gru_after_fwd_row(H, H, g_t + b * 3 * H, ghv + b * 3 * H, H, pb, bnv, h.row(b),
+                                s_t + b * W, out + b * H);
           });
         } else {
           for_range(n, 3 * H, [&](int64_t b0, int64_t b1) {
@@ -95,7 +117,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
                                    rhv + b * H);
             }
           });
-          step_n(rhv, H, 0, ghv + 2 * H, 3 * H, act);
+          (*step_n)(rhv, H, 0, ghv + 2 * H, 3 * H, act);
           for_range(n, 3 * H, [&](int64_t b0, int64_t b1) {
             for (int64_t b = b0; b < b1; ++b)
               gru_before_out_row(H, g_t + b * 3 * H, ghv + b * 3 * H + 2 * H, bnv, h.row(b),

@@ -58,18 +58,21 @@ inline void lstm_bwd_row(int64_t n, int64_t H, const T* __restrict a, const T* _
   }
 }
 
-// GRU forward, reset after: g = W_ih x + b_ih (+ b_h[rz] folded in), q = W_hh h (rows [r|z|n]),
-// bn = b_hn; s ← [r|z|n|hn] with hn = W_hn h + b_hn; out = h_t
+// GRU forward, reset after: g = W_ih x (+ pb, the input bias with b_h[rz] folded in, or null),
+// q = W_hh h (rows [r|z|n], gate blocks nq apart), bn = b_hn; s ← [r|z|n|hn] with
+// hn = W_hn h + b_hn; out = h_t
 template <typename T>
 inline void gru_after_fwd_row(int64_t n, int64_t H, const T* __restrict g, const T* __restrict q,
-                              const T* __restrict bn, const T* __restrict h, T* __restrict s,
-                              T* __restrict out) {
+                              int64_t nq, const T* __restrict pb, const T* __restrict bn,
+                              const T* __restrict h, T* __restrict s, T* __restrict out) {
   RNNLAB_SIMD for (int64_t j = 0; j < n; ++j) {
-    const T r = sigmoid(g[j] + q[j]), z = sigmoid(g[H + j] + q[H + j]);
-    const T hn = q[2 * H + j] + bn[j];
-    const T n = std::tanh(g[2 * H + j] + r * hn);
-    s[j] = r, s[H + j] = z, s[2 * H + j] = n, s[3 * H + j] = hn;
-    out[j] = n + z * (h[j] - n);  // (1 - z) n + z h
+    T gp[3];
+    for (int k = 0; k < 3; ++k) gp[k] = g[k * H + j] + (pb ? pb[k * H + j] : T(0));
+    const T r = sigmoid(gp[0] + q[j]), z = sigmoid(gp[1] + q[nq + j]);
+    const T hn = q[2 * nq + j] + bn[j];
+    const T nn = std::tanh(gp[2] + r * hn);
+    s[j] = r, s[H + j] = z, s[2 * H + j] = nn, s[3 * H + j] = hn;
+    out[j] = nn + z * (h[j] - nn);  // (1 - z) n + z h
   }
 }
 

@@ -11,6 +11,9 @@
 // gate pass): 768 KB 11.4 → 6.2, 256 KB 4.3 → 2.7, 64 KB 1.40 → 1.32, 16 KB 0.53 → 0.75.
 #pragma once
 
+#include <optional>
+#include <vector>
+
 #include "pipeline.h"
 
 namespace rnnlab {
@@ -32,6 +35,21 @@ constexpr int64_t kSplitMinForward = 32768;
 
 inline bool split_units(int64_t B, bool masked, int64_t weights, bool backward) {
   return B == 1 && !masked && weights >= (backward ? kSplitMinBackward : kSplitMinForward) &&
+         at::get_num_threads() >= 2 && !at::in_parallel_region();
+}
+
+// B > 1 split by units too (forward, GRU reset "after": UnitGemms below) for W_hh of 192 K–768 K
+// weights (H = 256–512: each core's half stays in its 2 MB L2) and up to 25.2 M multiply-adds per
+// step. Same process, torch interleaved, 2 threads, T=100, ms, whole-matrix step (pipelined where
+// pipeline.h says) → split: inference H=256 B=4 1.61 → 1.60, B=16 4.78 → 4.52, B=32 9.77 → 8.54
+// (oneDNN 9.11), B=64 20.4 → 18.5 (oneDNN 19.7); H=512 B=16 19.8 → 17.5, B=32 32.2 → 31.3;
+// training H=256 B=16 16.6 → 15.3, B=32 34.6 → 31.3; packed B=32 H=256 (lengths in [T/2, T])
+// 8.41 → 7.49 / 24.2 → 22.4. It lost at B=64 H=512 (50 M per step: inference 70.2 → 71.0,
+// training 212 → 222) and at H = 128 below B = 64 (inference B=16 1.58 → 1.65); the LSTM's
+// version drew (B=32 H=256 inference 11.8 → 11.5, training 38.7 → 38.8; B=64 H=256 22.6 → 23.3)
+// and was not kept.
+inline bool split_batch(int64_t B, int64_t weights) {
+  return B > 1 && weights >= 196608 && weights <= 786432 && B * weights <= 25165824 &&
          at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
 
@@ -68,13 +86,16 @@ class PairBarrier {
   alignas(64) std::atomic<int64_t> released_{0};
 };
 
+// Where the units split: halves on 64-byte lines
+inline int64_t split_mid(int64_t H) { return std::max<int64_t>(16, (H / 2) / 16 * 16); }
+
 // step(i, units) for i = 0 … n-1 on two threads, a barrier after each, then finish(units) on each
 // thread (after the last barrier, so it sees both threads' last step; the forwards need none).
 // Alone: every unit, serially. The steps must not throw (pointer arithmetic only): a thread never
 // leaves the other waiting.
 template <class Step, class Finish = void (*)(const Units&)>
 void run_split(int64_t H, int64_t n, const Step& step, const Finish& finish = [](const Units&) {}) {
-  const int64_t mid = std::max<int64_t>(16, (H / 2) / 16 * 16);  // halves on 64-byte lines
+  const int64_t mid = split_mid(H);
   PairBarrier barrier;
   std::atomic<bool> failed{false};
   auto alone = [&] {
@@ -127,6 +148,42 @@ struct Partials {
       RNNLAB_SIMD for (int64_t j = u.u0; j < u.u1; ++j) dh[j] += q[j];
     }
   }
+};
+
+// Batched split (B > 1, split_batch): each thread's rows of W_hh (its units in every one of the G gate blocks)
+// gathered into one [G n, K] matrix and packed once, so a step is one single-thread GEMM per
+// thread, q [rows, G n] = h_{t-1} W_u^T, into a buffer of its own (gate block k at columns k n).
+template <typename T>
+class UnitGemms {
+ public:
+  UnitGemms(const Tensor& w, int64_t G, int64_t H, int64_t B) : G_(G) {
+    const int64_t mid = split_mid(H), K = w.size(1);
+    const int64_t u0[2] = {0, mid}, n[2] = {mid, H - mid};
+    for (int half = 0; half < 2; ++half) {
+      std::vector<Tensor> blocks;
+      for (int64_t k = 0; k < G; ++k) blocks.push_back(w.narrow(0, k * H + u0[half], n[half]));
+      rows_[half] = at::cat(blocks, 0);  // [G n, K]
+      out_[half] = at::empty({B, G * n[half]}, w.options());
+      gemm_[half].emplace(rows_[half].data_ptr<T>(), K, true, B, G * n[half], K, half);
+      n_[half] = n[half], u0_[half] = u0[half];
+    }
+  }
+  // f(half, u0, n, q, ldq) for the halves a thread owns (both when it runs alone), after
+  // q = prev[:rows] W_u^T for that half
+  template <class F>
+  void each(const Units& u, const PrevRows<T>& prev, int64_t rows, const F& f) const {
+    for (int half = 0; half < 2; ++half) {
+      if (u.threads == 2 && half != u.role) continue;
+      T* q = out_[half].template data_ptr<T>();
+      prev.gemm(*gemm_[half], T(0), q, G_ * n_[half], rows);
+      f(half, u0_[half], n_[half], q, G_ * n_[half]);
+    }
+  }
+
+ private:
+  int64_t G_, n_[2], u0_[2];
+  Tensor rows_[2], out_[2];
+  std::optional<StepGemm<T>> gemm_[2];
 };
 
 }  // namespace rnnlab

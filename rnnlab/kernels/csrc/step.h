@@ -81,7 +81,8 @@ void gru(const T* x, int64_t B, int64_t I, const T* h, int64_t H, const T* w_ih,
   if (after) {
     affine(h, B, H, w_hh, b_hh, 3 * H, q);
     for (int64_t b = 0; b < B; ++b)
-      gru_after_fwd_row(H, H, gi + b * 3 * H, q + b * 3 * H, no_bias, h + b * H, row, out + b * H);
+      gru_after_fwd_row(H, H, gi + b * 3 * H, q + b * 3 * H, H, static_cast<const T*>(nullptr),
+                        no_bias, h + b * H, row, out + b * H);
   } else {
     affine(h, B, H, w_hh, b_hh, 2 * H, q);  // [r|z] rows, q is [B, 2H] here
     for (int64_t b = 0; b < B; ++b) {

@@ -1,0 +1,77 @@
+"""The GRU forward at B > 1 split by hidden units over the two cores (csrc/split.h `split_batch`,
+`UnitGemms`): each core runs the whole sequence for its half of the units, with its rows of
+W_hh gathered and packed, one barrier per step. Used for W_hh of 192 K–768 K weights (H = 264
+here: halves of 128 and 136 units) and reset "after"; against the reference path, outputs and
+all gradients, dense, with lengths, packed, both directions."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnlab
+from rnnlab import kernels
+
+pytestmark = pytest.mark.skipif(
+    not kernels.AVAILABLE, reason=f"fused extension not built: {kernels.LOAD_ERROR}"
+)
+
+H = 264  # 3 H² = 209 K weights: split with two threads
+
+
+@pytest.fixture(params=[1, 2], ids=["serial", "split"])
+def threads(request):
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
+def _tol(dtype):
+    return {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-10}
+
+
+def _run(layer, x, h0, form, lengths):
+    """Outputs, final state and the gradients of a loss weighting every value differently."""
+    if form == "packed":
+        out, h = layer(torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False), h0)
+        out = out.data
+    else:
+        out, h = layer(x, h0, lengths=lengths if form == "lengths" else None)
+    loss = sum((t * torch.sin(torch.arange(t.numel(), dtype=t.dtype)).view_as(t)).sum() for t in (out, h))
+    return [out, h, *torch.autograd.grad(loss, [x, h0, *layer.parameters()])]
+
+
+@pytest.mark.parametrize("form", ["dense", "lengths", "packed"])
+@pytest.mark.parametrize(
+    "dtype, bidirectional",
+    # fp64 both directions: 1.7 MB of W_hh per direction is above kernels.PAIR_MAX_BYTES, so the
+    # directions run in turn and each splits (fp32's would run at once, one per core, unsplit)
+    [(torch.float32, False), (torch.float64, True)],
+    ids=["f32", "f64-bi"],
+)
+def test_gru_split_by_units_matches_reference(form, dtype, bidirectional, threads):
+    torch.manual_seed(0)
+    layer = rnnlab.GRU(5, H, bidirectional=bidirectional, dtype=dtype)
+    dirs = 2 if bidirectional else 1
+    x = torch.randn(9, 3, 5, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(dirs, 3, H, dtype=dtype, requires_grad=True)
+    lengths = torch.tensor([6, 9, 2])
+    fused = _run(layer, x, h0, form, lengths)
+    with kernels.use_reference():
+        reference = _run(layer, x, h0, form, lengths)
+    for a, b in zip(fused, reference, strict=True):
+        torch.testing.assert_close(a, b, **_tol(dtype))
+
+
+def test_gru_split_by_units_matches_torch(threads):
+    """Inference at B = 8, H = 264 (no oneDNN below H = 512 with two threads) against torch.nn.GRU."""
+    torch.manual_seed(0)
+    ours = rnnlab.GRU(7, H)
+    ref = torch.nn.GRU(7, H)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(12, 8, 7)
+    with torch.no_grad():
+        (out, h), (out_ref, h_ref) = ours(x), ref(x)
+    torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(h, h_ref, atol=1e-5, rtol=1e-5)
