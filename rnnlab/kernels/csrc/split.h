@@ -39,17 +39,16 @@ inline bool split_units(int64_t B, bool masked, int64_t weights, bool backward) 
 }
 
 // B > 1 split by units too (forward, GRU reset "after": UnitGemms below) for W_hh of 192 K–768 K
-// weights (H = 256–512: each core's half stays in its 2 MB L2) and up to 25.2 M multiply-adds per
-// step. Same process, torch interleaved, 2 threads, T=100, ms, whole-matrix step (pipelined where
-// pipeline.h says) → split: inference H=256 B=4 1.61 → 1.60, B=16 4.78 → 4.52, B=32 9.77 → 8.54
-// (oneDNN 9.11), B=64 20.4 → 18.5 (oneDNN 19.7); H=512 B=16 19.8 → 17.5, B=32 32.2 → 31.3;
-// training H=256 B=16 16.6 → 15.3, B=32 34.6 → 31.3; packed B=32 H=256 (lengths in [T/2, T])
-// 8.41 → 7.49 / 24.2 → 22.4. It lost at B=64 H=512 (50 M per step: inference 70.2 → 71.0,
-// training 212 → 222) and at H = 128 below B = 64 (inference B=16 1.58 → 1.65); the LSTM's
-// version drew (B=32 H=256 inference 11.8 → 11.5, training 38.7 → 38.8; B=64 H=256 22.6 → 23.3)
-// and was not kept.
+// weights (H = 256–512: each core's half stays in its 2 MB L2) and up to 8 M multiply-adds per
+// step. Same process, torch interleaved (alternating which runs first), 2 threads, T=100, ms,
+// whole-matrix step (pipelined where pipeline.h says) → split: H=256 B=8 inference 2.45 → 2.40,
+// training 8.74 → 8.50; B=16 4.49 → 4.36, 15.8 → 15.1; B=32 8.53 → 7.87, 28.4 → 26.8; packed B=32
+// (lengths in [T/2, T]) 8.04 → 7.35, 25.8 → 24.5; H=512 B=8 8.30 → 8.13, 31.6 → 31.7; B=4 even.
+// Above 8 M it drew or lost: H=256 B=64 15.5 → 16.1 / 57.3 → 59.1, H=512 B=16 16.5 → 16.2 /
+// 55.1 → 54.5, B=32 30.4 → 31.1 / 101.3 → 102.4. The LSTM's version drew (B=32 H=256 inference
+// 11.8 → 11.5, training 38.7 → 38.8; B=64 H=256 22.6 → 23.3) and was not kept.
 inline bool split_batch(int64_t B, int64_t weights) {
-  return B > 1 && weights >= 196608 && weights <= 786432 && B * weights <= 25165824 &&
+  return B > 1 && weights >= 196608 && weights <= 786432 && B * weights <= 8388608 &&
          at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
 
