@@ -44,9 +44,9 @@ inline bool split_units(int64_t B, bool masked, int64_t weights, bool backward) 
 // whole-matrix step (pipelined where pipeline.h says) → split: H=256 B=8 inference 2.45 → 2.40,
 // training 8.74 → 8.50; B=16 4.49 → 4.36, 15.8 → 15.1; B=32 8.53 → 7.87, 28.4 → 26.8; packed B=32
 // (lengths in [T/2, T]) 8.04 → 7.35, 25.8 → 24.5; H=512 B=8 8.30 → 8.13, 31.6 → 31.7; B=4 even.
-// Above 8 M it drew or lost: H=256 B=64 15.5 → 16.1 / 57.3 → 59.1, H=512 B=16 16.5 → 16.2 /
-// 55.1 → 54.5, B=32 30.4 → 31.1 / 101.3 → 102.4. The LSTM's version drew (B=32 H=256 inference
-// 11.8 → 11.5, training 38.7 → 38.8; B=64 H=256 22.6 → 23.3) and was not kept.
+// Above 8 M it lost or gained 1–2 %: H=256 B=64 15.5 → 16.1 / 57.3 → 59.1, H=512 B=32 30.4 →
+// 31.1 / 101.3 → 102.4; H=512 B=16 16.5 → 16.2 / 55.1 → 54.5. The LSTM's version drew (B=32
+// H=256 inference 11.8 → 11.5, training 38.7 → 38.8; B=64 H=256 22.6 → 23.3); not kept.
 inline bool split_batch(int64_t B, int64_t weights) {
   return B > 1 && weights >= 196608 && weights <= 786432 && B * weights <= 8388608 &&
          at::get_num_threads() >= 2 && !at::in_parallel_region();
@@ -149,9 +149,11 @@ struct Partials {
   }
 };
 
-// Batched split (B > 1, split_batch): each thread's rows of W_hh (its units in every one of the G gate blocks)
-// gathered into one [G n, K] matrix and packed once, so a step is one single-thread GEMM per
-// thread, q [rows, G n] = h_{t-1} W_u^T, into a buffer of its own (gate block k at columns k n).
+// Batched split (B > 1, split_batch): each thread's rows of W_hh (its units in every one of the G
+// gate blocks) gathered into one [G n, K] matrix and packed once, so a step is one single-thread
+// GEMM per thread, q [rows, G n] = h_{t-1} W_u^T, into a buffer of its own (gate block k at
+// columns k n). The packs take slots 0 and 1 of the calling thread (packed.h pack_scratch): no
+// other StepGemm of the caller may be in use meanwhile.
 template <typename T>
 class UnitGemms {
  public:
