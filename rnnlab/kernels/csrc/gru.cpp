@@ -78,7 +78,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
         scalar_t* out = hsv + rows.off[t] * H;
         scalar_t* g_t = giv + rows.off[t] * 3 * H;
         scalar_t* s_t = wsv + (keep ? rows.off[t] : 0) * W;
-        units->each(own, h, act, [&](int, int64_t u0, int64_t nu, scalar_t* q, int64_t ldq) {
+        units->each(own, h, act, [&](int64_t u0, int64_t nu, scalar_t* q, int64_t ldq) {
           if (act < n) std::fill(q + act * ldq, q + n * ldq, scalar_t(0));
           for (int64_t b = 0; b < n; ++b)
             gru_after_fwd_row(nu, H, g_t + b * 3 * H + u0, q + b * ldq, nu, pb ? pb + u0 : nullptr,

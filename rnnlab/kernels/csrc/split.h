@@ -169,7 +169,7 @@ class UnitGemms {
       n_[half] = n[half], u0_[half] = u0[half];
     }
   }
-  // f(half, u0, n, q, ldq) for the halves a thread owns (both when it runs alone), after
+  // f(u0, n, q, ldq) for the halves a thread owns (both when it runs alone), after
   // q = prev[:rows] W_u^T for that half
   template <class F>
   void each(const Units& u, const PrevRows<T>& prev, int64_t rows, const F& f) const {
@@ -177,7 +177,7 @@ class UnitGemms {
       if (u.threads == 2 && half != u.role) continue;
       T* q = out_[half].template data_ptr<T>();
       prev.gemm(*gemm_[half], T(0), q, G_ * n_[half], rows);
-      f(half, u0_[half], n_[half], q, G_ * n_[half]);
+      f(u0_[half], n_[half], q, G_ * n_[half]);
     }
   }
 
