@@ -24,11 +24,12 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
   if (has_bias) proj_bias = at::cat({b_ih->narrow(0, 0, 2 * H) + b_hh->narrow(0, 0, 2 * H),
                                      b_ih->narrow(0, 2 * H, H)});
   const int64_t K = chunk_steps(T, B, 3 * H);
-  // B = 1, reset after: both cores in the recurrence (split.h); else the input projection of the
-  // next chunk overlaps this chunk's recurrence (pipeline.h)
+  // Reset after, B = 1 (split) or B > 1 within split_batch's bounds (bsplit): both cores in the
+  // recurrence, each on its half of the units (split.h); else the input projection of the next
+  // chunk overlaps this chunk's recurrence (pipeline.h)
   const bool split =
       after && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 3 * H * H, false);
-  const bool bsplit = after && split_batch(B, 3 * H * H);  // B > 1 by units (split.h)
+  const bool bsplit = after && split_batch(B, 3 * H * H);
   const bool overlap = !split && !bsplit && overlap_chunks((T + K - 1) / K, B, B * 3 * H * H, false);
   auto gi = steps_like(x, rows, 3 * H);  // input pre-activations
   auto hs = steps_like(x, rows, H);
