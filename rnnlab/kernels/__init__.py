@@ -89,12 +89,14 @@ _INF = 1 << 62
 _ONEDNN_BANDS: dict[int, dict[str, list[tuple[int, int, int]]]] = {
     # re-measured once the forward ran as a two-core pipeline (csrc/pipeline.h), which moved our
     # kernel ahead at small H: LSTM H=128 B=16 1.06x vs oneDNN's 1.02x, RNN H=256 B=16 2.21 vs
-    # 1.93, B=64 1.41 vs 1.27; GRU H=128 B=16 2.56 vs 2.30. The GRU at H = 256 below B = 64
-    # (forward split by units there, csrc/split.h split_batch), oneDNN → ours, ms: B=4 1.68 →
-    # 1.58, B=16 4.64 → 4.47, B=32 9.38 → 8.99; B=64 16.95 → 17.68 (oneDNN kept)
+    # 1.93, B=64 1.41 vs 1.27; GRU H=128 B=16 2.56 vs 2.30. The GRU above H = 128 (forward
+    # split by units at B ≤ 32, csrc/split.h split_batch; projections in chunks, pipeline.h
+    # proj_chunk_steps), oneDNN → ours, ms, alternating order: H=256 B=4 1.68 → 1.58, B=16 4.64 →
+    # 4.47, B=32 9.38 → 8.99, B=64 20.95 → 19.11 and 20.41 → 20.17; H=512 B=32 41.0 → 38.7, B=64
+    # 72.8 → 66.8 and 72.2 → 67.8
     2: {
         "lstm": [(128, 32, _INF), (256, 8, _INF), (_INF, 32, _INF)],
-        "gru": [(64, _INF, 0), (128, 32, _INF), (256, 64, _INF), (_INF, 64, _INF)],
+        "gru": [(64, _INF, 0), (128, 32, _INF), (_INF, _INF, 0)],
         "rnn": [(256, _INF, 0), (_INF, 2, 16)],
     },
     1: {  # one thread: our kernel loses no fork/join, and oneDNN's RNN H=512 was 2x slower

@@ -31,7 +31,9 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
       after && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 3 * H * H, false);
   const bool bsplit = after && split_batch(B, 3 * H * H);
   const bool overlap = !split && !bsplit && overlap_chunks((T + K - 1) / K, B, B * 3 * H * H, false);
-  auto gi = steps_like(x, rows, 3 * H);  // input pre-activations
+  // input pre-activations: all steps', or (serial, long) Kc steps' at a time (proj_chunk_steps)
+  const int64_t Kc = overlap ? T : proj_chunk_steps(T, B);
+  auto gi = Kc < T ? at::empty({Kc * B, 3 * H}, x.options()) : steps_like(x, rows, 3 * H);
   auto hs = steps_like(x, rows, H);
   // the workspace BPTT needs; without gradients one step's worth is reused (keep = false)
   auto ws = keep ? steps_like(x, rows, W) : at::empty({1, B, W}, x.options());
@@ -43,6 +45,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
   const StepOrder order{T, reverse};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gru_fwd", [&] {
     scalar_t* giv = gi.data_ptr<scalar_t>();
+    int64_t row0 = 0;  // the step row in gi's first row: the chunk's first (chunked), else 0
     const scalar_t* pb = has_bias ? proj_bias.data_ptr<scalar_t>() : nullptr;
     scalar_t* hsv = hs.data_ptr<scalar_t>();
     scalar_t* wsv = ws.data_ptr<scalar_t>();
@@ -63,7 +66,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
         const int64_t t = order.at(s0 + i);
         const scalar_t* hp = prev_rows(rows, order, t, hsv, h0v, H).row(0);  // h_{t-1}
-        scalar_t* g_t = giv + t * 3 * H;
+        scalar_t* g_t = giv + (t - row0) * 3 * H;
         for (int64_t k = 0; k < 3; ++k) std::fill(ghv + k * H + u.u0, ghv + k * H + u.u1, scalar_t(0));
         gemv_units<scalar_t>(w, H, 3, H, u, H, hp, ghv);  // q[u] = W_hh[u] h_{t-1}, each block
         gru_after_fwd_row(u.n(), H, g_t + u.u0, ghv + u.u0, H, pb ? pb + u.u0 : nullptr,
@@ -77,7 +80,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
         const int64_t n = rows.rows_of(t), act = active[t];
         const PrevRows<scalar_t> h = prev_rows(rows, order, t, hsv, h0v, H);
         scalar_t* out = hsv + rows.off[t] * H;
-        scalar_t* g_t = giv + rows.off[t] * 3 * H;
+        scalar_t* g_t = giv + (rows.off[t] - row0) * 3 * H;
         scalar_t* s_t = wsv + (keep ? rows.off[t] : 0) * W;
         units->each(own, h, act, [&](int64_t u0, int64_t nu, scalar_t* q, int64_t ldq) {
           if (act < n) std::fill(q + act * ldq, q + n * ldq, scalar_t(0));
@@ -92,6 +95,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
       });
     };
     auto recurrence = [&](int64_t s0, int64_t s1) {
+      row0 = Kc < T ? rows.off[order.span(s0, s1).first] : 0;  // step t at row off[t] - row0
       if (split) return split_recurrence(s0, s1);
       if (bsplit) return bsplit_recurrence(s0, s1);
       for (int64_t s = s0; s < s1; ++s) {
@@ -102,7 +106,7 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
         // need r ⊙ h). Rows of finished sequences keep finite stale values, masked out below.
         h.gemm(*step_rz, 0, ghv, 3 * H, act);
         scalar_t* out = hsv + rows.off[t] * H;
-        scalar_t* g_t = giv + rows.off[t] * 3 * H;
+        scalar_t* g_t = giv + (rows.off[t] - row0) * 3 * H;
         scalar_t* s_t = wsv + (keep ? rows.off[t] : 0) * W;
         if (after) {
           for_range(n, 3 * H, [&](int64_t b0, int64_t b1) {
@@ -131,7 +135,8 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
         }
       }
     };
-    run_projected(order, rows, K, overlap, gi, x, w_ih, recurrence);
+    if (Kc < T) run_projected_chunks(order, rows, Kc, gi, x, w_ih, recurrence);
+    else run_projected(order, rows, K, overlap, gi, x, w_ih, recurrence);
   });
   return {hs, ws};
 }

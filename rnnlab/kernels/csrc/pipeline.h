@@ -54,6 +54,18 @@ inline bool overlap_chunks(int64_t chunks, int64_t B, int64_t step_macs, bool ba
   return step_macs <= kOverlapForward || (step_macs <= kOverlapForwardL2 && weights <= kOverlapWeightsL2);
 }
 
+// Steps per input projection in a serial forward whose pre-activations are internal (the GRU's):
+// whole sequences up to 2048 rows, else chunks of ≥ 2048 rows, one GEMM each, into one buffer.
+// A whole-sequence buffer above glibc's 32 MB mmap ceiling is mapped afresh by every call, and
+// its page faults (~0.9 µs each here) cost more than the smaller GEMMs: GRU B=64 H=512 T=100
+// (39 MB of pre-activations; 9.6 K faults a call), same process, alternating order, ms, whole →
+// chunks: inference 73.0 → 64.9, training 229 → 218; below that size even (B=64 H=256 17.7 →
+// 17.8 / 61.2 → 60.2, B=32 H=512 35.9 → 35.7, T=1000 B=8 H=128 10.2 → 10.2, B=1 H=512 training
+// 9.20 → 9.03).
+inline int64_t proj_chunk_steps(int64_t T, int64_t B) {
+  return std::min<int64_t>(T, std::max<int64_t>(1, (2048 + B - 1) / B));
+}
+
 // Chunk length in the backward pipeline: half the one-thread chunk, so its two alternating chunk
 // buffers hold what one did. Interleaved A/B, full → half chunks (2 threads, T=100, training ms,
 // peak MB): 2-layer bidirectional RNN B=32 H=256 52.3 → 50.9, 37.4 → 36.8; LSTM B=64 H=64
@@ -191,6 +203,21 @@ void run_projected(const StepOrder& order, const StepRows& rows, int64_t K, bool
       rec(s0, s1);
     }
   });
+}
+
+// The same, serial, with the projections in a chunk-sized buffer `buf` ([rows, G], rows ≥ Kc
+// steps' rows): chunk by chunk of Kc steps, the chunk's projection into buf's first rows (step t
+// at row off[t] - off[t0], t0 the chunk's first time index), then rec(s0, s1) on it.
+template <class Rec>
+void run_projected_chunks(const StepOrder& order, const StepRows& rows, int64_t Kc, Tensor& buf,
+                          const Tensor& x, const Tensor& w, const Rec& rec) {
+  for (int64_t s0 = 0; s0 < order.T; s0 += Kc) {
+    const int64_t s1 = std::min(order.T, s0 + Kc);
+    const auto span = order.span(s0, s1);
+    Tensor out = buf.narrow(0, 0, rows.count(span.first, span.second));
+    at::mm_out(out, step_block(x, rows, span.first, span.second), w.t());
+    rec(s0, s1);
+  }
 }
 
 }  // namespace rnnlab

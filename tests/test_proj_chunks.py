@@ -1,0 +1,53 @@
+"""The GRU forward's input projections in chunks (csrc/pipeline.h `proj_chunk_steps`): a serial
+forward over more than 2048 rows projects ≥ 2048 rows at a time into one chunk-sized buffer, and
+the recurrence addresses each step's rows in it relative to the chunk's first. Here T·B = 2800
+rows: chunks of 52 steps (52 + 18) at B = 40, in both directions (a reverse run's chunks start at
+the high time indices), with lengths and packed (chunk rows then follow the batch sizes), both
+reset forms; one thread (serial; with two the pipeline keeps whole-sequence projections at this
+size), against the reference path."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import rnnlab
+from rnnlab import kernels
+
+pytestmark = pytest.mark.skipif(
+    not kernels.AVAILABLE, reason=f"fused extension not built: {kernels.LOAD_ERROR}"
+)
+
+
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(layer, x, h0, form, lengths):
+    if form == "packed":
+        out, h = layer(torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False), h0)
+        out = out.data
+    else:
+        out, h = layer(x, h0, lengths=lengths if form == "lengths" else None)
+    loss = sum((t * torch.cos(torch.arange(t.numel(), dtype=t.dtype)).view_as(t)).sum() for t in (out, h))
+    return [out, h, *torch.autograd.grad(loss, [x, h0, *layer.parameters()])]
+
+
+@pytest.mark.parametrize("form", ["dense", "lengths", "packed"])
+@pytest.mark.parametrize("reset", ["after", "before"])
+def test_gru_projection_chunks_match_reference(form, reset, one_thread):
+    torch.manual_seed(0)
+    layer = rnnlab.GRU(3, 5, bidirectional=True, reset=reset, dtype=torch.float64)
+    x = torch.randn(70, 40, 3, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(2, 40, 5, dtype=torch.float64, requires_grad=True)
+    lengths = torch.randint(1, 71, (40,))
+    lengths[3] = 70
+    fused = _run(layer, x, h0, form, lengths)
+    with kernels.use_reference():
+        reference = _run(layer, x, h0, form, lengths)
+    for a, b in zip(fused, reference, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
