@@ -36,6 +36,18 @@ def flat_state(h) -> list[torch.Tensor]:
     return list(h) if isinstance(h, tuple) else [h]
 
 
+def gru_outputs_and_grads(layer, x, h0, form: str, lengths) -> list[torch.Tensor]:
+    """A GRU layer's output, final state and the gradients (x, h0, parameters) of a loss weighting
+    every value differently; ``form``: "dense", "lengths" (``lengths=``) or "packed"."""
+    if form == "packed":
+        out, h = layer(torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False), h0)
+        out = out.data
+    else:
+        out, h = layer(x, h0, lengths=lengths if form == "lengths" else None)
+    loss = sum((t * torch.sin(torch.arange(t.numel(), dtype=t.dtype)).view_as(t)).sum() for t in (out, h))
+    return [out, h, *torch.autograd.grad(loss, [x, h0, *layer.parameters()])]
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import gru_outputs_and_grads, tol
 
 import rnnlab
 from rnnlab import kernels
@@ -27,21 +28,6 @@ def threads(request):
     torch.set_num_threads(before)
 
 
-def _tol(dtype):
-    return {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-10}
-
-
-def _run(layer, x, h0, form, lengths):
-    """Outputs, final state and the gradients of a loss weighting every value differently."""
-    if form == "packed":
-        out, h = layer(torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False), h0)
-        out = out.data
-    else:
-        out, h = layer(x, h0, lengths=lengths if form == "lengths" else None)
-    loss = sum((t * torch.sin(torch.arange(t.numel(), dtype=t.dtype)).view_as(t)).sum() for t in (out, h))
-    return [out, h, *torch.autograd.grad(loss, [x, h0, *layer.parameters()])]
-
-
 @pytest.mark.parametrize("form", ["dense", "lengths", "packed"])
 @pytest.mark.parametrize(
     "dtype, bidirectional",
@@ -57,11 +43,11 @@ def test_gru_split_by_units_matches_reference(form, dtype, bidirectional, thread
     x = torch.randn(9, 3, 5, dtype=dtype, requires_grad=True)
     h0 = torch.randn(dirs, 3, H, dtype=dtype, requires_grad=True)
     lengths = torch.tensor([6, 9, 2])
-    fused = _run(layer, x, h0, form, lengths)
+    fused = gru_outputs_and_grads(layer, x, h0, form, lengths)
     with kernels.use_reference():
-        reference = _run(layer, x, h0, form, lengths)
+        reference = gru_outputs_and_grads(layer, x, h0, form, lengths)
     for a, b in zip(fused, reference, strict=True):
-        torch.testing.assert_close(a, b, **_tol(dtype))
+        torch.testing.assert_close(a, b, **tol(dtype))
 
 
 def test_gru_split_by_units_matches_torch(threads):
