@@ -24,7 +24,7 @@ if not os.environ.get("RNNLAB_NO_EXT"):
     # -fopenmp: at::parallel_for in the kernels runs on torch's OpenMP pool (the same libgomp.so.1,
     # already loaded by libtorch); without it ATen's header compiles parallel_for to a serial loop
     flags = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-mprefer-vector-width=512"]
-    files = ("register.cpp", "rnn.cpp", "lstm.cpp", "gru.cpp", "step.cpp", "both.cpp")
+    files = ("register.cpp", "rnn.cpp", "lstm.cpp", "gru.cpp", "step.cpp", "both.cpp", "cache.cpp")
     sources = [f"{src}/{f}" for f in files]
     extra: dict = {"include_dirs": [], "library_dirs": [], "libraries": [], "extra_link_args": ["-fopenmp"]}
     prefix = Path(sys.prefix)

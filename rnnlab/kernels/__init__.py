@@ -27,8 +27,9 @@ _forced_reference = os.environ.get("RNNLAB_BACKEND", "").lower() == "reference"
 # "auto" (measured rule below), "always" or "never"
 _onednn_mode = os.environ.get("RNNLAB_ONEDNN", "auto").lower()
 
-__all__ = ["AVAILABLE", "LOAD_ERROR", "ONEDNN", "backend", "gru", "lstm", "onednn_mode",
-           "reference_forced", "rnn", "stream_step", "use_reference", "uses_onednn"]
+__all__ = ["AVAILABLE", "LOAD_ERROR", "ONEDNN", "backend", "empty_cache", "gru", "lstm",
+           "onednn_mode", "reference_forced", "rnn", "stream_step", "use_reference", "uses_onednn",
+           "workspace_cache"]
 
 
 def backend(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> str:
@@ -76,6 +77,40 @@ def reference_forced() -> bool:
 # stream_step(kind, x, hx, params, names) → (output, h_n), or None when the call needs the
 # validated path (gradients on, any mismatch). None when the extension is not built.
 stream_step = _C.stream_step if AVAILABLE else None
+
+
+def workspace_cache(limit: int | None = None, min_bytes: int | None = None) -> dict[str, int]:
+    """Set and read the cache of large training workspaces (``csrc/cache.h``).
+
+    The fused GRU and LSTM save a workspace for their backward ([T, B, 4H] floats: 52 MB at
+    T=100, B=64, H=512). A fresh block that large costs every call its page faults and zeroing
+    (~10 ms there, BENCHMARKS.md), so blocks of at least ``min_bytes`` (default 32 MB, glibc's
+    mmap ceiling) are kept once their tensors are freed and handed to the next call, up to
+    ``limit`` bytes in all (default 1 GiB; 0 turns the cache off). A block is never reused while
+    any tensor still uses it. Changing a setting frees the blocks not in use (one in use then
+    goes with a later ``empty_cache``, or when a call needs its room). The environment
+    variable ``RNNLAB_WORKSPACE_CACHE`` sets the limit at import.
+
+    Returns ``{"limit", "min_bytes", "cached"}`` (cached: bytes held, in use or not); all zeros
+    when the extension is not built.
+    """
+    for name, value in (("limit", limit), ("min_bytes", min_bytes)):
+        if value is not None and (not isinstance(value, int) or value < 0):
+            raise ValueError(f"{name}: expected a non-negative int (bytes), got {value!r}")
+    if not AVAILABLE:
+        return {"limit": 0, "min_bytes": 0, "cached": 0}
+    got = _C.workspace_cache(-1 if limit is None else limit, -1 if min_bytes is None else min_bytes)
+    return dict(zip(("limit", "min_bytes", "cached"), got))
+
+
+def empty_cache() -> None:
+    """Free the cached workspaces that no tensor uses (as ``torch.cuda.empty_cache`` does)."""
+    if AVAILABLE:
+        _C.empty_cache()
+
+
+if AVAILABLE and os.environ.get("RNNLAB_WORKSPACE_CACHE"):
+    workspace_cache(limit=int(os.environ["RNNLAB_WORKSPACE_CACHE"]))
 
 
 def _fused(x: Tensor) -> bool:

@@ -4,6 +4,7 @@
 //   before: n = tanh(gi_n + W_hn (r⊙h) + b_hn)      workspace [r|z|n]
 // reverse = true walks t = T-1 … 0 with h_{t+1} as the previous state (see rnn.cpp). Packed input
 // (batch_sizes): x, hs, ws hold each step's running sequences only, as in rnn.cpp.
+#include "cache.h"
 #include "split.h"
 
 namespace rnnlab {
@@ -35,8 +36,8 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
   const int64_t Kc = overlap ? T : proj_chunk_steps(T, B);
   auto gi = Kc < T ? at::empty({Kc * B, 3 * H}, x.options()) : steps_like(x, rows, 3 * H);
   auto hs = steps_like(x, rows, H);
-  // the workspace BPTT needs; without gradients one step's worth is reused (keep = false)
-  auto ws = keep ? steps_like(x, rows, W) : at::empty({1, B, W}, x.options());
+  // the workspace BPTT needs (recycled: cache.h); without gradients one step's worth is reused
+  auto ws = keep ? workspace_like(x, rows, W) : at::empty({1, B, W}, x.options());
   auto gh = at::zeros({B, 3 * H}, x.options());   // recurrent pre-activations of one step
   auto rh = at::empty({B, H}, x.options());       // r ⊙ h (reset="before")
   auto whh = w_hh.contiguous();

@@ -7,6 +7,7 @@
 // input (batch_sizes): x, hs, cs, gates hold each step's running sequences only, as in rnn.cpp.
 #include <optional>
 
+#include "cache.h"
 #include "split.h"
 
 namespace rnnlab {
@@ -29,9 +30,9 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
   const bool split =
       !proj && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 4 * H * P, false);
   const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * 4 * H * P, false);
-  auto gates = steps_like(x, rows, 4 * H);
+  auto gates = workspace_like(x, rows, 4 * H);  // (recycled: cache.h)
   auto hs = steps_like(x, rows, P);
-  auto cs = steps_like(x, rows, H);
+  auto cs = workspace_like(x, rows, H);
   auto r = proj ? at::empty({B, H}, x.options()) : Tensor();
   auto whh = w_hh.contiguous();
   auto whr = proj ? w_hr->contiguous() : Tensor();

@@ -2,7 +2,7 @@
 // (rnnlab/kernels/ops.py) adds fake (meta) implementations and autograd formulas.
 #include <Python.h>
 
-#include "common.h"
+#include "cache.h"
 
 namespace rnnlab {
 Tensor rnn_fwd(const Tensor&, const c10::optional<Tensor>&, const Tensor&, const Tensor&,
@@ -76,8 +76,9 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
   m.impl("gru_step", &rnnlab::gru_step);
 }
 
-// `import rnnlab._C` loads this library, which registers the ops above. The module has three plain
-// functions: stream_step (step.cpp), both (both.cpp) and onednn_workspace_bytes(kind, T, B, I, H)
+// `import rnnlab._C` loads this library, which registers the ops above. The module has plain
+// functions: stream_step (step.cpp), both (both.cpp), the workspace cache's two (cache.h) and
+// onednn_workspace_bytes(kind, T, B, I, H)
 // (None when built without oneDNN), which the fake implementation of onednn_fwd uses to size its
 // workspace.
 #ifdef RNNLAB_ONEDNN
@@ -101,6 +102,23 @@ static PyObject* workspace_bytes(PyObject*, PyObject* args) {
 #endif
 }
 
+// workspace_cache(limit, min_bytes) → (limit, min_bytes, cached bytes); a negative argument
+// keeps that setting. empty_cache() frees the cached blocks no tensor uses (cache.h).
+static PyObject* workspace_cache(PyObject*, PyObject* args) {
+  long long limit, min_bytes;
+  if (!PyArg_ParseTuple(args, "LL", &limit, &min_bytes)) return nullptr;
+  auto& cache = rnnlab::WorkspaceCache::instance();
+  cache.configure(limit, min_bytes);
+  return Py_BuildValue("LLL", static_cast<long long>(cache.limit()),
+                       static_cast<long long>(cache.min_bytes()),
+                       static_cast<long long>(cache.cached_bytes()));
+}
+
+static PyObject* empty_cache(PyObject*, PyObject*) {
+  rnnlab::WorkspaceCache::instance().empty_cache();
+  Py_RETURN_NONE;
+}
+
 PyObject* rnnlab_stream_step(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // step.cpp
 PyObject* rnnlab_both(PyObject*, PyObject* args);  // both.cpp
 
@@ -111,6 +129,9 @@ static PyMethodDef methods[] = {
      "both(name, args0, args1): torch.ops.rnnlab.<name> on each, at once, one per core (both.cpp)."},
     {"onednn_workspace_bytes", workspace_bytes, METH_VARARGS,
      "Bytes of oneDNN's training workspace for (kind, T, B, I, H); None without oneDNN."},
+    {"workspace_cache", workspace_cache, METH_VARARGS,
+     "workspace_cache(limit, min_bytes) -> (limit, min_bytes, cached): set (< 0: keep) and read."},
+    {"empty_cache", empty_cache, METH_NOARGS, "Free the cached workspaces no tensor uses."},
     {nullptr, nullptr, 0, nullptr}};
 static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
 PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module_def); }
