@@ -2,7 +2,8 @@
 `UnitGemms`): each core runs the whole sequence for its half of the units, with its rows of
 W_hh gathered and packed, one barrier per step. Used for W_hh of 192 K–768 K weights (H = 264
 here: halves of 128 and 136 units) and reset "after"; against the reference path, outputs and
-all gradients, dense, with lengths, packed, both directions."""
+all gradients, dense, with lengths, packed, both directions; and the LSTM backward split the same
+way at B > 1 (below)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,46 @@ def test_gru_split_by_units_matches_torch(threads):
         (out, h), (out_ref, h_ref) = ours(x), ref(x)
     torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(h, h_ref, atol=1e-5, rtol=1e-5)
+
+
+# The LSTM's backward at B > 1 split by units (split.h split_batch_back: H ≥ 256 and B ≤ H / 48;
+# UnitGemms' backward form: each core gathers its units' columns of da and multiplies them by its
+# gathered, packed rows of W_hh into a partial dh, one barrier per step). H = 264: halves of 128
+# and 136 units, B = 5 (5 · 48 = 240 ≤ 264). Both directions: 1.1 MB (fp32) or 2.2 MB (fp64) of
+# W_hh per direction is above kernels.PAIR_MAX_BYTES, so the directions run in turn and each
+# splits, the reverse one included.
+def lstm_outputs_and_grads(layer, x, h0, c0):
+    out, (h, c) = layer(x, (h0, c0))
+    weights = torch.sin(torch.arange(out.numel(), dtype=x.dtype)).view_as(out)
+    loss = (out * weights).sum() + (h * 0.3).sum() + (c * c).sum()
+    return [out, h, c, *torch.autograd.grad(loss, [x, h0, c0, *layer.parameters()])]
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_lstm_backward_split_by_units_matches_reference(dtype, bidirectional, threads):
+    torch.manual_seed(0)
+    dirs = 2 if bidirectional else 1
+    layer = rnnlab.LSTM(3, H, num_layers=2, bidirectional=bidirectional, dtype=dtype)
+    x = torch.randn(11, 5, 3, dtype=dtype, requires_grad=True)
+    h0 = torch.randn(2 * dirs, 5, H, dtype=dtype, requires_grad=True)
+    c0 = torch.randn(2 * dirs, 5, H, dtype=dtype, requires_grad=True)
+    fused = lstm_outputs_and_grads(layer, x, h0, c0)
+    with kernels.use_reference():
+        reference = lstm_outputs_and_grads(layer, x, h0, c0)
+    for a, b in zip(fused, reference, strict=True):
+        torch.testing.assert_close(a, b, **tol(dtype))
+
+
+def test_lstm_backward_split_by_units_matches_torch(threads):
+    """Training at B = 2, H = 256 (split) against torch.nn.LSTM: every gradient."""
+    torch.manual_seed(0)
+    ours = rnnlab.LSTM(6, 256)
+    ref = torch.nn.LSTM(6, 256)
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(14, 2, 6, requires_grad=True)
+    h0 = torch.randn(1, 2, 256, requires_grad=True)
+    c0 = torch.randn(1, 2, 256, requires_grad=True)
+    for a, b in zip(lstm_outputs_and_grads(ours, x, h0, c0), lstm_outputs_and_grads(ref, x, h0, c0),
+                    strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

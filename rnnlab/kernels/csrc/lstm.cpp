@@ -112,18 +112,24 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   const StepRows rows = step_rows(x, batch_sizes);
   const int64_t T = rows.T, B = rows.B, H = c0.size(1), P = h0.size(1);
   const bool proj = w_hr.has_value() && w_hr->defined();
-  // B = 1 without projection: both cores in the recurrence (split.h); else the weight gradients
-  // of one chunk overlap the next chunk's recurrence (pipeline.h): two buffers
+  // B = 1 without projection (split), or dense B > 1 with B ≤ H / 48 (bsplit): both cores in the
+  // recurrence (split.h); else the weight gradients of one chunk overlap the next chunk's
+  // recurrence (pipeline.h): two buffers
   const bool split =
       !proj && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 4 * H * P, true);
-  const int64_t K_one = split ? split_chunk(T) : chunk_steps(T, B, 4 * H + (proj ? P : 0));
-  const bool overlap = !split && overlap_chunks((T + K_one - 1) / K_one, B, B * P * 4 * H, true);
+  const bool bsplit = !proj && !rows.packed && !(mask.has_value() && mask->defined()) &&
+                      split_batch_back(B, H);
+  const int64_t K_one =
+      split || bsplit ? split_chunk(T) : chunk_steps(T, B, 4 * H + (proj ? P : 0));
+  const bool overlap =
+      !split && !bsplit && overlap_chunks((T + K_one - 1) / K_one, B, B * P * 4 * H, true);
   const int64_t K = pipelined_chunk(K_one, overlap);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   auto da = at::empty({slots, K * B, 4 * H}, x.options());  // chunks' pre-activation gradients
   auto dh = at::zeros({B, P}, x.options());
   auto dc = at::zeros({B, H}, x.options());
-  auto partials = split ? at::empty({2, 2, P}, x.options()) : Tensor();
+  auto partials = split ? at::empty({2, 2, P}, x.options())
+                 : bsplit ? at::empty({2, 2, B, H}, x.options()) : Tensor();
   auto dh_in = at::empty({B, P}, x.options());  // gradient entering the cell at step t
   auto dr = proj ? at::empty({B, H}, x.options()) : dh_in;
   auto dh_cells = proj ? at::empty({slots, K * B, P}, x.options()) : Tensor();
@@ -150,6 +156,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const bool* m = mask_ptr(mask);
     const scalar_t* w = whh.data_ptr<scalar_t>();
     const StepGemm<scalar_t> step(w, P, false, B, P, 4 * H);  // dh += da W_hh
+    std::optional<UnitGemms<scalar_t>> units;  // (made after `step`: it reuses the pack slots)
+    if (bsplit) units.emplace(whh, 4, H, B, true);
     std::optional<StepGemm<scalar_t>> back_project;  // dr = dh W_hr (as in the forward)
     if (proj) back_project.emplace(whr.data_ptr<scalar_t>(), H, false, B, H, P, 1);
     const auto active = running_rows(rows, m);
@@ -176,6 +184,43 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
         partial_units<scalar_t>(w, H, 4, H, u, H, da_t, parts.mine(i, u));  // da[u] W_hh[u]
       }, [&](const Units& u) { parts.add_to(s1 - s0 - 1, u, dhv); });
     };
+    // B > 1 on both cores (split.h split_batch_back), own units u, dense rows: dh[:, u] = Σ both
+    // halves' partials of the step before, by step parity [2][2][B][H] as at B = 1
+    auto bsplit_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* gh_out,
+                            int64_t ldh, const scalar_t* gc_out, int64_t ldc, scalar_t* dav) {
+      scalar_t* pv = partials.data_ptr<scalar_t>();
+      auto add_parts = [&](int64_t i, const Units& u) {  // dh[:, u] += step i's two partials
+        for (int64_t b = 0; b < B; ++b) {
+          scalar_t* d = dhv + b * H;
+          for (int r = 0; r < 2; ++r) {
+            const scalar_t* q = pv + (((i & 1) * 2 + r) * B + b) * H;
+            RNNLAB_SIMD for (int64_t j = u.u0; j < u.u1; ++j) d[j] += q[j];
+          }
+        }
+      };
+      run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
+        const int64_t t = order.at(s1 - 1 - i), r0 = (t - t0) * B;
+        if (i > 0) add_parts(i - 1, u);
+        const PrevRows<scalar_t> cprev = prev_rows(rows, order, t, csv, c0v, H);
+        scalar_t* da_t = dav + r0 * 4 * H;
+        for (int64_t b = 0; b < B; ++b) {
+          scalar_t* d = dhv + b * H;
+          scalar_t* di = dinv + b * H;
+          scalar_t* dcb = dcv + b * H;
+          const scalar_t* go = gh_out ? gh_out + (r0 + b) * ldh : nullptr;
+          const scalar_t* gc = gc_out ? gc_out + (r0 + b) * ldc : nullptr;
+          for (int64_t j = u.u0; j < u.u1; ++j) {
+            di[j] = d[j] + (go ? go[j] : scalar_t(0));
+            d[j] = 0;
+            if (gc) dcb[j] += gc[j];
+          }
+          const int64_t row = rows.off[t] + b;
+          lstm_bwd_row(u.n(), H, gv + row * 4 * H + u.u0, csv + row * H + u.u0,
+                       cprev.row(b) + u.u0, di + u.u0, dcb + u.u0, da_t + b * 4 * H + u.u0);
+        }
+        units->partials(u, da_t, [&](int half) { return pv + ((i & 1) * 2 + half) * B * H; });
+      }, [&](const Units& u) { add_parts(s1 - s0 - 1, u); });
+    };
     // the recurrence of the chunk [s0, s1) of steps as run: da of each step into slot's buffer
     auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {
       const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
@@ -187,6 +232,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       const scalar_t* gc_out = gc.data<scalar_t>();
       const int64_t ldh = gh.ld, ldc = gc.ld;
       if (split) return split_steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav);
+      if (bsplit) return bsplit_steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav);
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s), r0 = rows.off[t] - rows.off[t0];  // step t's chunk rows
         const int64_t n = rows.rows_of(t), act = active[t];

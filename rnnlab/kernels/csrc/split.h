@@ -52,6 +52,21 @@ inline bool split_batch(int64_t B, int64_t weights) {
          at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
 
+// The LSTM's backward at B > 1 split by units too (each core: its units' gate pass, then one
+// single-thread GEMM of its gathered da columns by its gathered W_hh rows into a partial dh;
+// UnitGemms below, backward form) from H = 256 while B ≤ H / 48: there a step is bound by reading
+// W_hh (4 MB at H = 512), each core then reads half, and the weight-gradient GEMMs run after the
+// recurrence on both cores instead of beside it (pipeline.h). Same process, torch interleaved,
+// alternating order, 2 threads, T=100, training ms, pipelined or serial → split: B=2 H=256 5.64 →
+// 4.76, B=4 H=256 8.08 → 7.26, B=2 H=512 39.8 → 32.9, B=4 H=512 36.7 → 29.2, B=8 H=512 49.1 →
+// 45.9, B=8 H=384 28.1 → 24.2, B=4 H=1024 162.0 → 130.5. Past the bound it drew or lost, the
+// pipeline winning once a step is compute-bound: B=8 H=256 11.11 → 10.99, B=16 H=256 20.3 →
+// 20.8, B=64 H=256 73.0 → 75.5, B=16 H=512 77.3 → 77.1; and below H = 256: B=8 H=128 3.42 →
+// 3.68, B=32 H=128 12.3 → 12.7, B=64 H=64 7.57 → 8.54.
+inline bool split_batch_back(int64_t B, int64_t H) {
+  return B > 1 && H >= 256 && B * 48 <= H && at::get_num_threads() >= 2 && !at::in_parallel_region();
+}
+
 // Backward chunk length of a split sequence: whole sequences up to 2048 steps. The weight
 // gradients then run after the recurrence as a few large GEMMs (the pipeline that overlaps them
 // with it needs the second core); in 43-step chunks (chunk_steps) each dW GEMM re-read and
@@ -149,24 +164,30 @@ struct Partials {
   }
 };
 
-// Batched split (B > 1, split_batch): each thread's rows of W_hh (its units in every one of the G
-// gate blocks) gathered into one [G n, K] matrix and packed once, so a step is one single-thread
-// GEMM per thread, q [rows, G n] = h_{t-1} W_u^T, into a buffer of its own (gate block k at
-// columns k n). The packs take slots 0 and 1 of the calling thread (packed.h pack_scratch): no
-// other StepGemm of the caller may be in use meanwhile.
+// Batched split (B > 1): each thread's rows of W_hh (its units in every one of the G gate blocks)
+// gathered into one [G n, K] matrix W_u and packed once, so a step is one single-thread GEMM per
+// thread into a buffer of its own. Forward (split_batch, GRU): q [rows, G n] = h_{t-1} W_u^T, gate
+// block k at columns k n. Backward (split_batch_back, LSTM): the thread's columns of da [B, G H]
+// gathered the same way, a [B, G n], then part [B, K] = a W_u, its share of dh_{t-1} = da W_hh.
+// The packs take slots 0 and 1 of the calling thread (packed.h pack_scratch): no other StepGemm
+// of the caller may be in use meanwhile.
 template <typename T>
 class UnitGemms {
  public:
-  UnitGemms(const Tensor& w, int64_t G, int64_t H, int64_t B) : G_(G) {
-    const int64_t mid = split_mid(H), K = w.size(1);
+  UnitGemms(const Tensor& w, int64_t G, int64_t H, int64_t B, bool backward = false)
+      : G_(G), H_(H), B_(B), K_(w.size(1)) {
+    const int64_t mid = split_mid(H);
     const int64_t u0[2] = {0, mid}, n[2] = {mid, H - mid};
     for (int half = 0; half < 2; ++half) {
+      n_[half] = n[half], u0_[half] = u0[half];
+      if (n[half] == 0) continue;  // (H too small to split: the other half has every unit)
       std::vector<Tensor> blocks;
       for (int64_t k = 0; k < G; ++k) blocks.push_back(w.narrow(0, k * H + u0[half], n[half]));
       rows_[half] = at::cat(blocks, 0);  // [G n, K]
-      out_[half] = at::empty({B, G * n[half]}, w.options());
-      gemm_[half].emplace(rows_[half].data_ptr<T>(), K, true, B, G * n[half], K, half);
-      n_[half] = n[half], u0_[half] = u0[half];
+      const T* wu = rows_[half].template data_ptr<T>();
+      out_[half] = at::empty({B, G * n[half]}, w.options());  // q, or the gathered da
+      if (backward) gemm_[half].emplace(wu, K_, false, B, K_, G * n[half], half);
+      else gemm_[half].emplace(wu, K_, true, B, G * n[half], K_, half);
     }
   }
   // f(u0, n, q, ldq) for the halves a thread owns (both when it runs alone), after
@@ -180,9 +201,28 @@ class UnitGemms {
       f(u0_[half], n_[half], q, G_ * n_[half]);
     }
   }
+  // Backward: part(half) [B, K] = da[:, the half's columns] W_u for the halves a thread owns
+  template <class Part>
+  void partials(const Units& u, const T* da, const Part& part) const {
+    for (int half = 0; half < 2; ++half) {
+      if (u.threads == 2 && half != u.role) continue;
+      const int64_t n = n_[half];
+      if (n == 0) {
+        std::fill(part(half), part(half) + B_ * K_, T(0));
+        continue;
+      }
+      T* a = out_[half].template data_ptr<T>();
+      for (int64_t b = 0; b < B_; ++b)
+        for (int64_t k = 0; k < G_; ++k) {
+          const T* src = da + b * G_ * H_ + k * H_ + u0_[half];
+          std::copy(src, src + n, a + (b * G_ + k) * n);
+        }
+      (*gemm_[half])(a, G_ * n, T(0), part(half), K_);
+    }
+  }
 
  private:
-  int64_t G_, n_[2], u0_[2];
+  int64_t G_, H_, B_, K_, n_[2], u0_[2];
   Tensor rows_[2], out_[2];
   std::optional<StepGemm<T>> gemm_[2];
 };
