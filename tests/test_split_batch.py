@@ -93,15 +93,23 @@ def test_lstm_backward_split_by_units_matches_reference(dtype, bidirectional, th
         torch.testing.assert_close(a, b, **tol(dtype))
 
 
-def test_lstm_backward_split_by_units_matches_torch(threads):
-    """Training at B = 2, H = 256 (split) against torch.nn.LSTM: every gradient."""
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_backward_split_by_units_matches_torch(cell, threads):
+    """Training at B = 2, H = 256 (split; the GRU's forward too) against torch.nn: every gradient.
+    (The dense cases of test_gru_split_by_units_matches_reference, B = 3, split their backward.)"""
     torch.manual_seed(0)
-    ours = rnnlab.LSTM(6, 256)
-    ref = torch.nn.LSTM(6, 256)
+    ours = getattr(rnnlab, cell)(6, 256)
+    ref = getattr(torch.nn, cell)(6, 256)
     ref.load_state_dict(ours.state_dict())
     x = torch.randn(14, 2, 6, requires_grad=True)
-    h0 = torch.randn(1, 2, 256, requires_grad=True)
-    c0 = torch.randn(1, 2, 256, requires_grad=True)
-    for a, b in zip(lstm_outputs_and_grads(ours, x, h0, c0), lstm_outputs_and_grads(ref, x, h0, c0),
-                    strict=True):
+    states = [torch.randn(1, 2, 256, requires_grad=True) for _ in range(2 if cell == "LSTM" else 1)]
+
+    def run(layer):
+        out, final = layer(x, tuple(states) if cell == "LSTM" else states[0])
+        finals = list(final) if cell == "LSTM" else [final]
+        loss = (out * torch.sin(torch.arange(out.numel(), dtype=x.dtype)).view_as(out)).sum()
+        loss = loss + sum((f * (k + 0.3)).sum() for k, f in enumerate(finals))
+        return [out, *finals, *torch.autograd.grad(loss, [x, *states, *layer.parameters()])]
+
+    for a, b in zip(run(ours), run(ref), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -151,12 +151,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   const bool add_dx = adds_into(x, need_dx, dx_into);  // else dx is its own
   const StepRows rows = step_rows(x, batch_sizes);
   const int64_t T = rows.T, B = rows.B, H = h0.size(1), W = after ? 4 * H : 3 * H;
-  // B = 1, reset after: both cores in the recurrence (split.h); else the weight gradients of one
-  // chunk overlap the next chunk's recurrence (pipeline.h)
-  const bool split =
-      after && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 3 * H * H, true);
-  const int64_t K_one = split ? split_chunk(T) : chunk_steps(T, B, 3 * H);
-  const bool overlap = !split && overlap_chunks((T + K_one - 1) / K_one, B, B * H * 3 * H, true);
+  // Reset after, B = 1 (split) or dense B > 1 with B ≤ H / 48 (bsplit): both cores in the
+  // recurrence (split.h); else the weight gradients of one chunk overlap the next chunk's
+  // recurrence (pipeline.h)
+  const bool masked = mask.has_value() && mask->defined();
+  const bool split = after && !rows.packed && split_units(B, masked, 3 * H * H, true);
+  const bool bsplit = after && !rows.packed && !masked && split_batch_back(B, H);  // B > 1
+  const int64_t K_one = split || bsplit ? split_chunk(T) : chunk_steps(T, B, 3 * H);
+  const bool overlap =
+      !split && !bsplit && overlap_chunks((T + K_one - 1) / K_one, B, B * H * 3 * H, true);
   const int64_t K = pipelined_chunk(K_one, overlap);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   // chunks' rows of [dar|daz|dan]. Reset after: the recurrent pre-activation gradient
@@ -189,6 +192,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     const bool* m = mask_ptr(mask);
     const StepGemm<scalar_t> back_all(w, H, false, B, H, after ? 3 * H : 2 * H);  // rows used
     const StepGemm<scalar_t> back_n(w + 2 * H * H, H, false, B, H, H, 1);        // "before"
+    std::optional<UnitGemms<scalar_t>> units;  // (made after those: it reuses their pack slots)
+    if (bsplit) units.emplace(whh, 3, H, B, true);
     const auto active = running_rows(rows, m);
     const scalar_t* h0v = h0c.data_ptr<scalar_t>();
     // B = 1, reset after, on both cores, own units u: dh[u] = Σ both partials of the step before
@@ -207,6 +212,26 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
         partial_units<scalar_t>(w, H, 3, H, u, H, ghs, parts.mine(i, u));  // dgh[u] W_hh[u]
       }, [&](const Units& u) { parts.add_to(s1 - s0 - 1, u, dhv); });
     };
+    // B > 1, reset after, on both cores (split.h split_batch_back), own units u, dense rows:
+    // dh[:, u] = Σ both halves' partials of the step before (UnitGemms, backward form)
+    auto bsplit_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* go, int64_t ld,
+                            scalar_t* dgiv) {
+      run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
+        const int64_t t = order.at(s1 - 1 - i), r0 = (t - t0) * B;
+        if (i > 0) units->add_partials(i - 1, u, dhv);
+        const PrevRows<scalar_t> hp = prev_rows(rows, order, t, hsv, h0v, H);  // h_{t-1}, by row
+        for (int64_t b = 0; b < B; ++b) {
+          const scalar_t* g = go + (r0 + b) * ld;
+          scalar_t* d = dhv + b * H;
+          scalar_t* din = dinv + b * H;
+          RNNLAB_SIMD for (int64_t j = u.u0; j < u.u1; ++j) din[j] = d[j] + g[j];
+          gru_bwd_row<scalar_t, true>(u.n(), H, wsv + (rows.off[t] + b) * W + u.u0, hp.row(b) + u.u0,
+                                      din + u.u0, dgiv + (r0 + b) * 3 * H + u.u0,
+                                      ghs + b * 3 * H + u.u0, d + u.u0);
+        }
+        units->partials(i, u, ghs);  // dgh W_hh, this thread's rows
+      }, [&](const Units& u) { units->add_partials(s1 - s0 - 1, u, dhv); });
+    };
     auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {
       const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
       const int64_t t0 = span.first, t1 = span.second;
@@ -215,6 +240,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
       const int64_t ld = g.ld;
       scalar_t* dgiv = dgi[slot].data_ptr<scalar_t>();
       if (split) return split_steps(s0, s1, t0, go, ld, dgiv);
+      if (bsplit) return bsplit_steps(s0, s1, t0, go, ld, dgiv);
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s), r0 = rows.off[t] - rows.off[t0];  // step t's chunk rows
         const int64_t n = rows.rows_of(t), act = active[t];

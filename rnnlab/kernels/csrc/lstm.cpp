@@ -128,8 +128,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   auto da = at::empty({slots, K * B, 4 * H}, x.options());  // chunks' pre-activation gradients
   auto dh = at::zeros({B, P}, x.options());
   auto dc = at::zeros({B, H}, x.options());
-  auto partials = split ? at::empty({2, 2, P}, x.options())
-                 : bsplit ? at::empty({2, 2, B, H}, x.options()) : Tensor();
+  auto partials = split ? at::empty({2, 2, P}, x.options()) : Tensor();
   auto dh_in = at::empty({B, P}, x.options());  // gradient entering the cell at step t
   auto dr = proj ? at::empty({B, H}, x.options()) : dh_in;
   auto dh_cells = proj ? at::empty({slots, K * B, P}, x.options()) : Tensor();
@@ -185,22 +184,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       }, [&](const Units& u) { parts.add_to(s1 - s0 - 1, u, dhv); });
     };
     // B > 1 on both cores (split.h split_batch_back), own units u, dense rows: dh[:, u] = Σ both
-    // halves' partials of the step before, by step parity [2][2][B][H] as at B = 1
+    // halves' partials of the step before (UnitGemms, backward form)
     auto bsplit_steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* gh_out,
                             int64_t ldh, const scalar_t* gc_out, int64_t ldc, scalar_t* dav) {
-      scalar_t* pv = partials.data_ptr<scalar_t>();
-      auto add_parts = [&](int64_t i, const Units& u) {  // dh[:, u] += step i's two partials
-        for (int64_t b = 0; b < B; ++b) {
-          scalar_t* d = dhv + b * H;
-          for (int r = 0; r < 2; ++r) {
-            const scalar_t* q = pv + (((i & 1) * 2 + r) * B + b) * H;
-            RNNLAB_SIMD for (int64_t j = u.u0; j < u.u1; ++j) d[j] += q[j];
-          }
-        }
-      };
       run_split(H, s1 - s0, [&](int64_t i, const Units& u) {
         const int64_t t = order.at(s1 - 1 - i), r0 = (t - t0) * B;
-        if (i > 0) add_parts(i - 1, u);
+        if (i > 0) units->add_partials(i - 1, u, dhv);
         const PrevRows<scalar_t> cprev = prev_rows(rows, order, t, csv, c0v, H);
         scalar_t* da_t = dav + r0 * 4 * H;
         for (int64_t b = 0; b < B; ++b) {
@@ -218,8 +207,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
           lstm_bwd_row(u.n(), H, gv + row * 4 * H + u.u0, csv + row * H + u.u0,
                        cprev.row(b) + u.u0, di + u.u0, dcb + u.u0, da_t + b * 4 * H + u.u0);
         }
-        units->partials(u, da_t, [&](int half) { return pv + ((i & 1) * 2 + half) * B * H; });
-      }, [&](const Units& u) { add_parts(s1 - s0 - 1, u); });
+        units->partials(i, u, da_t);
+      }, [&](const Units& u) { units->add_partials(s1 - s0 - 1, u, dhv); });
     };
     // the recurrence of the chunk [s0, s1) of steps as run: da of each step into slot's buffer
     auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {

@@ -52,17 +52,20 @@ inline bool split_batch(int64_t B, int64_t weights) {
          at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
 
-// The LSTM's backward at B > 1 split by units too (each core: its units' gate pass, then one
-// single-thread GEMM of its gathered da columns by its gathered W_hh rows into a partial dh;
-// UnitGemms below, backward form) from H = 256 while B ≤ H / 48: there a step is bound by reading
-// W_hh (4 MB at H = 512), each core then reads half, and the weight-gradient GEMMs run after the
-// recurrence on both cores instead of beside it (pipeline.h). Same process, torch interleaved,
-// alternating order, 2 threads, T=100, training ms, pipelined or serial → split: B=2 H=256 5.64 →
-// 4.76, B=4 H=256 8.08 → 7.26, B=2 H=512 39.8 → 32.9, B=4 H=512 36.7 → 29.2, B=8 H=512 49.1 →
-// 45.9, B=8 H=384 28.1 → 24.2, B=4 H=1024 162.0 → 130.5. Past the bound it drew or lost, the
-// pipeline winning once a step is compute-bound: B=8 H=256 11.11 → 10.99, B=16 H=256 20.3 →
-// 20.8, B=64 H=256 73.0 → 75.5, B=16 H=512 77.3 → 77.1; and below H = 256: B=8 H=128 3.42 →
-// 3.68, B=32 H=128 12.3 → 12.7, B=64 H=64 7.57 → 8.54.
+// The backward at B > 1 split by units too (LSTM, and GRU reset "after"; each core: its units'
+// gate pass, then one single-thread GEMM of its gathered da columns by its gathered W_hh rows into
+// a partial dh; UnitGemms below, backward form) from H = 256 while B ≤ H / 48: there a step is
+// bound by reading W_hh (LSTM H=512: 4 MB), each core then reads half, and the weight-gradient
+// GEMMs run after the recurrence on both cores instead of beside it (pipeline.h). Same process,
+// torch interleaved, alternating order, 2 threads, T=100, training ms, pipelined or serial →
+// split: LSTM B=2 H=256 5.64 → 4.76, B=4 H=256 8.08 → 7.26, B=2 H=512 39.8 → 32.9, B=4 H=512
+// 36.7 → 29.2 (34.7 → 27.0), B=8 H=512 49.1 → 45.9, B=8 H=384 28.1 → 24.2, B=4 H=1024 162.0 →
+// 130.5; GRU B=2 H=256 4.14 → 3.56, B=4 H=256 5.87 → 5.43, B=4 H=512 23.8 → 17.7, B=8 H=512
+// 34.6 → 31.0, B=8 H=384 18.4 → 16.6. Past the bound it drew or lost, the pipeline winning once
+// a step is compute-bound: LSTM B=8 H=256 11.11 → 10.99, B=16 H=256 20.3 → 20.8, B=64 H=256 73.0
+// → 75.5, B=16 H=512 77.3 → 77.1; GRU B=8 H=256 9.39 → 9.02, B=16 H=256 17.1 → 17.7, B=16 H=512
+// 60.2 → 59.1, B=32 H=512 105.8 → 108.5; and below H = 256: LSTM B=8 H=128 3.42 → 3.68, B=32
+// H=128 12.3 → 12.7, B=64 H=64 7.57 → 8.54.
 inline bool split_batch_back(int64_t B, int64_t H) {
   return B > 1 && H >= 256 && B * 48 <= H && at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
@@ -178,6 +181,7 @@ class UnitGemms {
       : G_(G), H_(H), B_(B), K_(w.size(1)) {
     const int64_t mid = split_mid(H);
     const int64_t u0[2] = {0, mid}, n[2] = {mid, H - mid};
+    if (backward) parts_ = at::empty({2, 2, B, K_}, w.options());  // [step parity][half]
     for (int half = 0; half < 2; ++half) {
       n_[half] = n[half], u0_[half] = u0[half];
       if (n[half] == 0) continue;  // (H too small to split: the other half has every unit)
@@ -201,14 +205,15 @@ class UnitGemms {
       f(u0_[half], n_[half], q, G_ * n_[half]);
     }
   }
-  // Backward: part(half) [B, K] = da[:, the half's columns] W_u for the halves a thread owns
-  template <class Part>
-  void partials(const Units& u, const T* da, const Part& part) const {
+  // Backward, step i: part [B, K] = da[:, the half's columns] W_u for the halves a thread owns
+  // (da [B, G H]), into the buffer of i's parity: the other thread may still read step i-1's
+  void partials(int64_t i, const Units& u, const T* da) const {
     for (int half = 0; half < 2; ++half) {
       if (u.threads == 2 && half != u.role) continue;
+      T* part = part_of(i, half);
       const int64_t n = n_[half];
       if (n == 0) {
-        std::fill(part(half), part(half) + B_ * K_, T(0));
+        std::fill(part, part + B_ * K_, T(0));
         continue;
       }
       T* a = out_[half].template data_ptr<T>();
@@ -217,13 +222,25 @@ class UnitGemms {
           const T* src = da + b * G_ * H_ + k * H_ + u0_[half];
           std::copy(src, src + n, a + (b * G_ + k) * n);
         }
-      (*gemm_[half])(a, G_ * n, T(0), part(half), K_);
+      (*gemm_[half])(a, G_ * n, T(0), part, K_);
     }
+  }
+  // dh [B, K = H] += both halves' partials of step i, in the thread's own columns u
+  void add_partials(int64_t i, const Units& u, T* dh) const {
+    for (int64_t b = 0; b < B_; ++b)
+      for (int half = 0; half < 2; ++half) {
+        const T* q = part_of(i, half) + b * K_;
+        T* d = dh + b * K_;
+        RNNLAB_SIMD for (int64_t j = u.u0; j < u.u1; ++j) d[j] += q[j];
+      }
   }
 
  private:
+  T* part_of(int64_t i, int half) const {
+    return parts_.template data_ptr<T>() + ((i & 1) * 2 + half) * B_ * K_;
+  }
   int64_t G_, H_, B_, K_, n_[2], u0_[2];
-  Tensor rows_[2], out_[2];
+  Tensor rows_[2], out_[2], parts_;
   std::optional<StepGemm<T>> gemm_[2];
 };
 
