@@ -64,31 +64,34 @@ def test_gru_split_by_units_matches_torch(threads):
     torch.testing.assert_close(h, h_ref, atol=1e-5, rtol=1e-5)
 
 
-# The LSTM's backward at B > 1 split by units (split.h split_batch_back: H ≥ 256 and B ≤ H / 48;
+# The backward at B > 1 split by units (split.h split_batch_back: H ≥ 256 and B ≤ H / 48;
 # UnitGemms' backward form: each core gathers its units' columns of da and multiplies them by its
-# gathered, packed rows of W_hh into a partial dh, one barrier per step). H = 264: halves of 128
-# and 136 units, B = 5 (5 · 48 = 240 ≤ 264). Both directions: 1.1 MB (fp32) or 2.2 MB (fp64) of
-# W_hh per direction is above kernels.PAIR_MAX_BYTES, so the directions run in turn and each
-# splits, the reverse one included.
-def lstm_outputs_and_grads(layer, x, h0, c0):
-    out, (h, c) = layer(x, (h0, c0))
-    weights = torch.sin(torch.arange(out.numel(), dtype=x.dtype)).view_as(out)
-    loss = (out * weights).sum() + (h * 0.3).sum() + (c * c).sum()
-    return [out, h, c, *torch.autograd.grad(loss, [x, h0, c0, *layer.parameters()])]
+# gathered, packed rows of W_hh into a partial dh, one barrier per step), LSTM and GRU (reset
+# "after"). H = 264: halves of 128 and 136 units, B = 5 (5 · 48 = 240 ≤ 264), T = 40: chunks of
+# 14 / 18 steps (split_batch_chunk), so dh and dc cross chunk boundaries. Both directions: at least
+# 836 KB of W_hh per direction in fp32 (GRU: the pair runs at once, one per core, unsplit) and
+# 1.7–2.2 MB in fp64 (above kernels.PAIR_MAX_BYTES: in turn, each split, the reverse one included).
+def outputs_and_grads(layer, x, states):
+    out, final = layer(x, tuple(states) if len(states) == 2 else states[0])
+    finals = list(final) if len(states) == 2 else [final]
+    loss = (out * torch.sin(torch.arange(out.numel(), dtype=x.dtype)).view_as(out)).sum()
+    loss = loss + sum((f * (k + 0.3)).sum() for k, f in enumerate(finals))
+    return [out, *finals, *torch.autograd.grad(loss, [x, *states, *layer.parameters()])]
 
 
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["uni", "bi"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_lstm_backward_split_by_units_matches_reference(dtype, bidirectional, threads):
+def test_backward_split_by_units_matches_reference(cell, dtype, bidirectional, threads):
     torch.manual_seed(0)
     dirs = 2 if bidirectional else 1
-    layer = rnnlab.LSTM(3, H, num_layers=2, bidirectional=bidirectional, dtype=dtype)
-    x = torch.randn(11, 5, 3, dtype=dtype, requires_grad=True)
-    h0 = torch.randn(2 * dirs, 5, H, dtype=dtype, requires_grad=True)
-    c0 = torch.randn(2 * dirs, 5, H, dtype=dtype, requires_grad=True)
-    fused = lstm_outputs_and_grads(layer, x, h0, c0)
+    layer = getattr(rnnlab, cell)(3, H, num_layers=2, bidirectional=bidirectional, dtype=dtype)
+    x = torch.randn(40, 5, 3, dtype=dtype, requires_grad=True)
+    count = 2 if cell == "LSTM" else 1
+    states = [torch.randn(2 * dirs, 5, H, dtype=dtype, requires_grad=True) for _ in range(count)]
+    fused = outputs_and_grads(layer, x, states)
     with kernels.use_reference():
-        reference = lstm_outputs_and_grads(layer, x, h0, c0)
+        reference = outputs_and_grads(layer, x, states)
     for a, b in zip(fused, reference, strict=True):
         torch.testing.assert_close(a, b, **tol(dtype))
 
@@ -103,13 +106,5 @@ def test_backward_split_by_units_matches_torch(cell, threads):
     ref.load_state_dict(ours.state_dict())
     x = torch.randn(14, 2, 6, requires_grad=True)
     states = [torch.randn(1, 2, 256, requires_grad=True) for _ in range(2 if cell == "LSTM" else 1)]
-
-    def run(layer):
-        out, final = layer(x, tuple(states) if cell == "LSTM" else states[0])
-        finals = list(final) if cell == "LSTM" else [final]
-        loss = (out * torch.sin(torch.arange(out.numel(), dtype=x.dtype)).view_as(out)).sum()
-        loss = loss + sum((f * (k + 0.3)).sum() for k, f in enumerate(finals))
-        return [out, *finals, *torch.autograd.grad(loss, [x, *states, *layer.parameters()])]
-
-    for a, b in zip(run(ours), run(ref), strict=True):
+    for a, b in zip(outputs_and_grads(ours, x, states), outputs_and_grads(ref, x, states), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -157,7 +157,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   const bool masked = mask.has_value() && mask->defined();
   const bool split = after && !rows.packed && split_units(B, masked, 3 * H * H, true);
   const bool bsplit = after && !rows.packed && !masked && split_batch_back(B, H);  // B > 1
-  const int64_t K_one = split || bsplit ? split_chunk(T) : chunk_steps(T, B, 3 * H);
+  const int64_t K_one = split    ? split_chunk(T)
+                        : bsplit ? split_batch_chunk(T, B, 3 * H)
+                                 : chunk_steps(T, B, 3 * H);
   const bool overlap =
       !split && !bsplit && overlap_chunks((T + K_one - 1) / K_one, B, B * H * 3 * H, true);
   const int64_t K = pipelined_chunk(K_one, overlap);

@@ -119,8 +119,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       !proj && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 4 * H * P, true);
   const bool bsplit = !proj && !rows.packed && !(mask.has_value() && mask->defined()) &&
                       split_batch_back(B, H);
-  const int64_t K_one =
-      split || bsplit ? split_chunk(T) : chunk_steps(T, B, 4 * H + (proj ? P : 0));
+  const int64_t K_one = split    ? split_chunk(T)
+                        : bsplit ? split_batch_chunk(T, B, 4 * H)
+                                 : chunk_steps(T, B, 4 * H + (proj ? P : 0));
   const bool overlap =
       !split && !bsplit && overlap_chunks((T + K_one - 1) / K_one, B, B * P * 4 * H, true);
   const int64_t K = pipelined_chunk(K_one, overlap);

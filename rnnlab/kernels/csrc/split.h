@@ -12,6 +12,7 @@
 #pragma once
 
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include "pipeline.h"
@@ -75,6 +76,17 @@ inline bool split_batch_back(int64_t B, int64_t H) {
 // with it needs the second core); in 43-step chunks (chunk_steps) each dW GEMM re-read and
 // re-wrote all of dW per chunk. The chunk buffers at B = 1 are at most the saved workspace's size.
 inline int64_t split_chunk(int64_t T) { return std::min<int64_t>(T, 2048); }
+
+// Backward chunk length of a batched split: twice chunk_steps (common.h), ~T/4. Its chunk buffers,
+// the temporaries of its weight gradients and its one barrier-free GEMM pass per chunk balance
+// peak memory against GEMM size. 2 threads, T=100, training ms / peak MB (torch's peak), whole
+// sequence → 26 steps → 13: GRU B=8 H=512 29.5 / 20.3 → 29.6 / 17.5 → 31.7 / 16.5 (19.8); B=4
+// H=512 19.3 / 13.9 → 19.7 / 11.8 → 21.1 / 11.3 (14.4); LSTM B=8 H=512 44.2 / 25.4 → 44.6 / 21.1
+// → 46.1 / 20.1 (59.5); B=4 H=256 6.45 / 6.4 → 6.82 / 5.3 → 7.23 / 5.0 (15.1). Whole sequences
+// put the GRU's peak above torch's.
+inline int64_t split_batch_chunk(int64_t T, int64_t B, int64_t width) {
+  return std::min<int64_t>(T, 2 * chunk_steps(T, B, width));
+}
 
 // The hidden units [u0, u1) a thread owns; role 0 or 1 (which partial-sum buffer it writes), and
 // how many threads run (1 when only one came: it owns every unit).
@@ -192,6 +204,10 @@ class UnitGemms {
       out_[half] = at::empty({B, G * n[half]}, w.options());  // q, or the gathered da
       if (backward) gemm_[half].emplace(wu, K_, false, B, K_, G * n[half], half);
       else gemm_[half].emplace(wu, K_, true, B, G * n[half], K_, half);
+      // float packs W_u (packed.h), and the backward's GEMM always has B > 1 rows, so its copy of
+      // W_u can go now (peak training memory; the forward keeps it: a packed run's last steps may
+      // have one row, which StepGemm multiplies from W_u itself)
+      if (backward && std::is_same<T, float>::value) rows_[half] = Tensor();
     }
   }
   // f(u0, n, q, ldq) for the halves a thread owns (both when it runs alone), after
