@@ -119,6 +119,25 @@ def test_memory_peak_counts_the_recycled_block(small_blocks):
     assert peak_bytes(step) >= without
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_ops_pass_opcheck_through_the_cache(cell, small_blocks):
+    """Outputs built on a cached block (its storage may be up to 1.25x the tensor) pass the
+    schema, fake-tensor and AOT-dispatch checks, the second call on a reused block."""
+    T, B, I, H = 4, 3, 5, 6
+    x = torch.randn(T, B, I, requires_grad=True)
+
+    def w(*shape):
+        return torch.randn(*shape, requires_grad=True)
+
+    if cell == "gru":
+        args = (x, None, w(B, H), w(3 * H, I), w(3 * H, H), w(3 * H), w(3 * H), True, True)
+    else:
+        args = (x, None, w(B, H), w(B, H), w(4 * H, I), w(4 * H, H), w(4 * H), w(4 * H), None)
+    for _ in range(2):
+        torch.library.opcheck(getattr(op, f"{cell}_fwd").default, args)
+    assert kernels.workspace_cache()["cached"] > 0
+
+
 @pytest.mark.parametrize("name, value", [("limit", -1), ("min_bytes", 1.5)])
 def test_bad_settings_are_refused(name, value):
     with pytest.raises(ValueError, match=f"{name}: expected a non-negative int"):
