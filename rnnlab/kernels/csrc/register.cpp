@@ -78,9 +78,8 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
 
 // `import rnnlab._C` loads this library, which registers the ops above. The module has plain
 // functions: stream_step (step.cpp), both (both.cpp), the workspace cache's two (cache.h) and
-// onednn_workspace_bytes(kind, T, B, I, H)
-// (None when built without oneDNN), which the fake implementation of onednn_fwd uses to size its
-// workspace.
+// onednn_workspace_bytes(kind, T, B, I, H) (None when built without oneDNN), which the fake
+// implementation of onednn_fwd uses to size its workspace.
 #ifdef RNNLAB_ONEDNN
 namespace rnnlab {
 int64_t onednn_workspace_bytes(int64_t kind, int64_t T, int64_t B, int64_t I, int64_t H);

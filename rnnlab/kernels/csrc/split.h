@@ -182,7 +182,7 @@ struct Partials {
 // Batched split (B > 1): each thread's rows of W_hh (its units in every one of the G gate blocks)
 // gathered into one [G n, K] matrix W_u and packed once, so a step is one single-thread GEMM per
 // thread into a buffer of its own. Forward (split_batch, GRU): q [rows, G n] = h_{t-1} W_u^T, gate
-// block k at columns k n. Backward (split_batch_back, LSTM): the thread's columns of da [B, G H]
+// block k at columns k n. Backward (split_batch_back: LSTM, GRU): the thread's columns of da [B, G H]
 // gathered the same way, a [B, G n], then part [B, K] = a W_u, its share of dh_{t-1} = da W_hh.
 // The packs take slots 0 and 1 of the calling thread (packed.h pack_scratch): no other StepGemm
 // of the caller may be in use meanwhile.
