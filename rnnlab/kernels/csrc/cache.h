@@ -16,6 +16,7 @@
 // Blocks are allocated with at::empty, so profilers and memory accounting see them once, when made.
 #pragma once
 
+#include <atomic>
 #include <mutex>
 #include <vector>
 
@@ -40,7 +41,8 @@ class WorkspaceCache {
   static bool in_use(const Tensor& block) { return block.storage().use_count() > 1; }
   std::mutex mutex_;
   std::vector<Tensor> blocks_;  // 1-D uint8 tensors
-  int64_t limit_ = int64_t(1) << 30, min_bytes_ = int64_t(32) << 20;
+  // (atomic: read without the mutex by the size check that lets small buffers skip it)
+  std::atomic<int64_t> limit_{int64_t(1) << 30}, min_bytes_{int64_t(32) << 20};
 };
 
 // steps_like (common.h) through the cache: [T, B, width] or packed [N, width]
