@@ -115,10 +115,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   // B = 1 without projection (split), or dense B > 1 with B ≤ H / 48 (bsplit): both cores in the
   // recurrence (split.h); else the weight gradients of one chunk overlap the next chunk's
   // recurrence (pipeline.h): two buffers
-  const bool split =
-      !proj && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 4 * H * P, true);
-  const bool bsplit = !proj && !rows.packed && !(mask.has_value() && mask->defined()) &&
-                      split_batch_back(B, H);
+  const bool masked = mask.has_value() && mask->defined();
+  const bool split = !proj && !rows.packed && split_units(B, masked, 4 * H * P, true);
+  const bool bsplit = !proj && !rows.packed && !masked && split_batch_back(B, H);  // B > 1
   const int64_t K_one = split    ? split_chunk(T)
                         : bsplit ? split_batch_chunk(T, B, 4 * H)
                                  : chunk_steps(T, B, 4 * H + (proj ? P : 0));
