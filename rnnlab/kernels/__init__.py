@@ -27,7 +27,7 @@ _forced_reference = os.environ.get("RNNLAB_BACKEND", "").lower() == "reference"
 # "auto" (measured rule below), "always" or "never"
 _onednn_mode = os.environ.get("RNNLAB_ONEDNN", "auto").lower()
 
-__all__ = ["AVAILABLE", "LOAD_ERROR", "ONEDNN", "backend", "empty_cache", "gru", "lstm",
+__all__ = ["AVAILABLE", "LOAD_ERROR", "ONEDNN", "backend", "empty_cache", "gemm_library", "gru", "lstm",
            "onednn_mode", "reference_forced", "rnn", "stream_step", "use_reference", "uses_onednn",
            "workspace_cache"]
 
@@ -109,6 +109,26 @@ def empty_cache() -> None:
         _C.empty_cache()
 
 
+def gemm_library(name: str | None = None) -> str:
+    """Set and read which library runs the fused kernels' float32 GEMMs (``csrc/gemm.h``).
+
+    ``"blas"``: the BLAS libtorch exports (MKL in the x86-64 wheels); ``"onednn"``: oneDNN's
+    ``dnnl_sgemm`` (needs the extension's oneDNN build). The default follows the CPU: oneDNN on
+    AMD, where MKL takes a slower code path (2-core EPYC: the input projection's GEMM 1.5x and
+    a B=8 step's 2.3x faster through oneDNN; BENCHMARKS.md), BLAS elsewhere; the environment
+    variable ``RNNLAB_GEMM`` (``blas`` / ``onednn``) sets it at import. float64 always runs BLAS.
+    Returns the library in use after the call ("none" when the extension is not built).
+    """
+    choices = {"blas": 0, "mkl": 0, "onednn": 1}
+    if name is not None and name not in choices:
+        raise ValueError(f"name: expected one of 'blas', 'onednn', got {name!r}")
+    if not AVAILABLE:
+        return "none"
+    return _C.gemm_library(-1 if name is None else choices[name])
+
+
+if AVAILABLE and os.environ.get("RNNLAB_GEMM", "auto") != "auto":
+    gemm_library(os.environ["RNNLAB_GEMM"])
 if AVAILABLE and os.environ.get("RNNLAB_WORKSPACE_CACHE"):
     workspace_cache(limit=int(os.environ["RNNLAB_WORKSPACE_CACHE"]))
 

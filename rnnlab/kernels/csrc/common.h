@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "gemm.h"
 #include "rows.h"
 
 namespace rnnlab {
@@ -57,6 +58,10 @@ inline void gemv(bool trans, int64_t N, int64_t K, const T* w, int64_t ldw, cons
   // column-major view of row-major W [N, K] is W^T [K, N]: y = W a is a 'T' gemv on it
   const char t = trans ? 'T' : 'N';
   const int m = static_cast<int>(trans ? K : N), n = static_cast<int>(trans ? N : K);
+  if constexpr (std::is_same<T, float>::value) {
+    if (use_onednn_gemm())  // y[1, N] = a[1, K] op(W) (gemm.h)
+      return onednn_sgemm(false, trans, 1, N, K, 1.0f, a, K, w, ldw, beta, y, N);
+  }
   const int ld = static_cast<int>(ldw), one = 1;
   const T alpha = 1;
   blas_gemv(&t, &m, &n, &alpha, w, &ld, a, &one, &beta, y, &one);
@@ -78,6 +83,10 @@ inline void blas_gemm(const char* ta, const char* tb, const int* m, const int* n
 template <typename T>
 inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                  int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (use_onednn_gemm())
+      return onednn_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
   const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
   const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
   const int la = static_cast<int>(lda), lb = static_cast<int>(ldb), lc = static_cast<int>(ldc);
@@ -109,7 +118,7 @@ inline Tensor rows2d(const Tensor& a) {
 // zeroing), out += a^T b for the others. Zeroing dW first and adding every chunk cost an extra pass
 // over dW (GRU B=1 H=512 T=100: 3 MB each of dW_ih and dW_hh) on every backward.
 inline void acc_tn(Tensor out, const Tensor& a, const Tensor& b, bool first) {
-  out.addmm_(a.t(), b, first ? 0 : 1, 1);
+  mm_into(out, a.t(), b, first ? 0 : 1);
 }
 // out = Σ_rows a (first) or out += Σ_rows a: a bias gradient, as acc_tn
 inline void acc_rows(Tensor out, const Tensor& a, bool first) {
@@ -168,7 +177,7 @@ inline Tensor step_block(const Tensor& a, const StepRows& r, int64_t t0, int64_t
 inline void project_into(Tensor& out, const Tensor& x, const Tensor& w, const StepRows& r, int64_t t0,
                          int64_t t1) {
   Tensor rows = step_block(out, r, t0, t1);
-  at::mm_out(rows, step_block(x, r, t0, t1), w.t());
+  mm_into(rows, step_block(x, r, t0, t1), w.t());
 }
 
 // The order a run visits its steps: s-th step processed → time index t, forward (t = s) or, for the
@@ -300,11 +309,7 @@ inline void input_grad(const Tensor& da, const Tensor& w_ih, const StepRows& r, 
                        Tensor& dx, bool add) {
   if (dx.numel() == 0) return;
   auto rows = step_block(dx, r, t0, t1);  // a view: dx is contiguous
-  if (add) {
-    rows.addmm_(rows2d(da), w_ih);
-  } else {
-    at::mm_out(rows, rows2d(da), w_ih);
-  }
+  mm_into(rows, rows2d(da), w_ih, add ? 1 : 0);
 }
 
 // Packed layout: the states entering the steps [t0, t1), gathered row by row into a [rows, H]

@@ -215,7 +215,7 @@ void run_projected_chunks(const StepOrder& order, const StepRows& rows, int64_t 
     const int64_t s1 = std::min(order.T, s0 + Kc);
     const auto span = order.span(s0, s1);
     Tensor out = buf.narrow(0, 0, rows.count(span.first, span.second));
-    at::mm_out(out, step_block(x, rows, span.first, span.second), w.t());
+    mm_into(out, step_block(x, rows, span.first, span.second), w.t());
     rec(s0, s1);
   }
 }

@@ -3,6 +3,7 @@
 #include <Python.h>
 
 #include "cache.h"
+#include "gemm.h"
 
 namespace rnnlab {
 Tensor rnn_fwd(const Tensor&, const c10::optional<Tensor>&, const Tensor&, const Tensor&,
@@ -77,7 +78,8 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
 }
 
 // `import rnnlab._C` loads this library, which registers the ops above. The module has plain
-// functions: stream_step (step.cpp), both (both.cpp), the workspace cache's two (cache.h) and
+// functions: stream_step (step.cpp), both (both.cpp), the workspace cache's two (cache.h),
+// gemm_library (gemm.h) and
 // onednn_workspace_bytes(kind, T, B, I, H) (None when built without oneDNN), which the fake
 // implementation of onednn_fwd uses to size its workspace.
 #ifdef RNNLAB_ONEDNN
@@ -118,6 +120,19 @@ static PyObject* empty_cache(PyObject*, PyObject*) {
   Py_RETURN_NONE;
 }
 
+// gemm_library(choice) → the library now running float GEMMs, "blas" or "onednn" (gemm.h);
+// choice -1 reads, 0 sets BLAS, 1 oneDNN (refused without oneDNN: ValueError).
+static PyObject* gemm_library(PyObject*, PyObject* args) {
+  int choice;
+  if (!PyArg_ParseTuple(args, "i", &choice)) return nullptr;
+  if (choice == 1 && !rnnlab::onednn_gemm_built()) {
+    PyErr_SetString(PyExc_ValueError, "gemm library 'onednn': rnnlab was built without oneDNN");
+    return nullptr;
+  }
+  if (choice == 0 || choice == 1) rnnlab::gemm_lib_setting().store(choice);
+  return PyUnicode_FromString(rnnlab::use_onednn_gemm() ? "onednn" : "blas");
+}
+
 PyObject* rnnlab_stream_step(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // step.cpp
 PyObject* rnnlab_both(PyObject*, PyObject* args);  // both.cpp
 
@@ -131,6 +146,8 @@ static PyMethodDef methods[] = {
     {"workspace_cache", workspace_cache, METH_VARARGS,
      "workspace_cache(limit, min_bytes) -> (limit, min_bytes, cached): set (< 0: keep) and read."},
     {"empty_cache", empty_cache, METH_NOARGS, "Free the cached workspaces no tensor uses."},
+    {"gemm_library", gemm_library, METH_VARARGS,
+     "gemm_library(choice) -> 'blas' | 'onednn': set (0 BLAS, 1 oneDNN; -1 keeps) and read."},
     {nullptr, nullptr, 0, nullptr}};
 static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, methods};
 PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module_def); }

@@ -204,10 +204,10 @@ class UnitGemms {
       out_[half] = at::empty({B, G * n[half]}, w.options());  // q, or the gathered da
       if (backward) gemm_[half].emplace(wu, K_, false, B, K_, G * n[half], half);
       else gemm_[half].emplace(wu, K_, true, B, G * n[half], K_, half);
-      // float packs W_u (packed.h), and the backward's GEMM always has B > 1 rows, so its copy of
-      // W_u can go now (peak training memory; the forward keeps it: a packed run's last steps may
+      // a packed W_u (packed.h) is a copy, and the backward's GEMM always has B > 1 rows, so W_u
+      // can go then (peak training memory; the forward keeps it: a packed run's last steps may
       // have one row, which StepGemm multiplies from W_u itself)
-      if (backward && std::is_same<T, float>::value) rows_[half] = Tensor();
+      if (backward && gemm_[half]->packed()) rows_[half] = Tensor();
     }
   }
   // f(u0, n, q, ldq) for the halves a thread owns (both when it runs alone), after

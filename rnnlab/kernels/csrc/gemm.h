@@ -1,0 +1,119 @@
+// Which library runs the kernels' float32 GEMMs: the BLAS libtorch exports (MKL in the x86-64
+// wheels) or oneDNN's dnnl_sgemm (the wheel the oneDNN path links; built with RNNLAB_ONEDNN).
+//
+// Chosen once per process: RNNLAB_GEMM=blas|onednn, else by the CPU's vendor — oneDNN on AMD,
+// BLAS elsewhere — and changeable at run time (kernels.gemm_library). Measured on a 2-core AMD
+// EPYC (Zen 4, AVX-512), µs per call, 2 threads (BENCHMARKS.md "GEMM library"): the input
+// projection's shape [3200, 256] @ [256, 1024] MKL 11 992 vs oneDNN 7 802; a per-step
+// [8, 512] @ [512, 2048] MKL packed 221 vs oneDNN 94; 2048³ 93.9 vs 79.3 ms. MKL dispatches a
+// slower code path on AMD; on the Intel Xeon every rule in these kernels was tuned with MKL.
+// float64 always runs BLAS (oneDNN has no dgemm).
+#pragma once
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <omp.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
+#ifdef RNNLAB_ONEDNN
+extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha,
+                          const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                          float* C, int64_t ldc);  // row-major; returns dnnl_status_t (0: success)
+#endif
+
+namespace rnnlab {
+
+enum class GemmLib : int { kBlas = 0, kOnednn = 1 };
+
+constexpr bool onednn_gemm_built() {
+#ifdef RNNLAB_ONEDNN
+  return true;
+#else
+  return false;
+#endif
+}
+
+inline bool cpu_is_amd() {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
+  char vendor[13];
+  std::memcpy(vendor, &b, 4), std::memcpy(vendor + 4, &d, 4), std::memcpy(vendor + 8, &c, 4);
+  vendor[12] = '\0';
+  return std::string(vendor) == "AuthenticAMD";
+#else
+  return false;
+#endif
+}
+
+inline GemmLib default_gemm_lib() {
+  const char* env = std::getenv("RNNLAB_GEMM");
+  const std::string v = env ? env : "auto";
+  if (!onednn_gemm_built() || v == "blas" || v == "mkl") return GemmLib::kBlas;
+  if (v == "onednn") return GemmLib::kOnednn;
+  return cpu_is_amd() ? GemmLib::kOnednn : GemmLib::kBlas;
+}
+
+// The process-wide choice (one instance across the extension's translation units: inline).
+inline std::atomic<int>& gemm_lib_setting() {
+  static std::atomic<int> lib{static_cast<int>(default_gemm_lib())};
+  return lib;
+}
+inline bool use_onednn_gemm() {
+  return onednn_gemm_built() &&
+         gemm_lib_setting().load(std::memory_order_relaxed) == static_cast<int>(GemmLib::kOnednn);
+}
+
+// Row-major C[M, N] = alpha op(A) op(B) + beta C through oneDNN, on one thread when `serial`
+// (OpenMP's thread count is the calling thread's own setting, restored after; inside a parallel
+// region oneDNN runs serially anyway). Only called when use_onednn_gemm().
+inline void onednn_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                         const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
+                         float* C, int64_t ldc, bool serial = false) {
+#ifdef RNNLAB_ONEDNN
+  const int previous = serial && !omp_in_parallel() ? omp_get_max_threads() : 0;
+  if (previous > 1) omp_set_num_threads(1);
+  const int status = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
+                                B, ldb, beta, C, ldc);
+  if (previous > 1) omp_set_num_threads(previous);
+  TORCH_CHECK(status == 0, "dnnl_sgemm failed with status ", status);
+#else
+  TORCH_CHECK(false, "rnnlab was built without oneDNN: no dnnl_sgemm");
+#endif
+}
+
+// A 2-D operand as row-major op(X): {transposed, leading dimension}, or ld < 0 when its strides
+// are neither (the caller falls back to ATen).
+inline std::pair<bool, int64_t> operand(const at::Tensor& x) {
+  if (x.stride(1) == 1 && x.stride(0) >= std::max<int64_t>(1, x.size(1))) return {false, x.stride(0)};
+  if (x.stride(0) == 1 && x.stride(1) >= std::max<int64_t>(1, x.size(0))) return {true, x.stride(1)};
+  return {false, -1};
+}
+
+// out = a @ b + beta·out for 2-D tensors (any of them a transposed or narrowed view): oneDNN for
+// float when it is the GEMM library and the strides allow, else ATen (MKL).
+inline void mm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta = 0) {
+  if (use_onednn_gemm() && out.scalar_type() == at::kFloat && out.numel() > 0 && a.size(1) > 0) {
+    const auto [ta, lda] = operand(a);
+    const auto [tb, ldb] = operand(b);
+    if (lda > 0 && ldb > 0 && out.stride(1) == 1 && out.stride(0) >= out.size(1)) {
+      onednn_sgemm(ta, tb, out.size(0), out.size(1), a.size(1), 1.0f, a.data_ptr<float>(), lda,
+                   b.data_ptr<float>(), ldb, static_cast<float>(beta), out.data_ptr<float>(),
+                   out.stride(0));
+      return;
+    }
+  }
+  if (beta == 0) at::mm_out(out, a, b);
+  else out.addmm_(a, b, beta, 1);
+}
+
+}  // namespace rnnlab

@@ -1,0 +1,135 @@
+"""The fused kernels' float32 GEMMs through either library (csrc/gemm.h, `kernels.gemm_library`):
+the BLAS libtorch exports (MKL) or oneDNN's dnnl_sgemm. Each is forced in turn, whatever the CPU's
+default, and the fused path must match the reference path (outputs and every gradient) on the
+shapes that reach each GEMM form: B = 1 (mat-vec, BLAS's gemv above 1 MB of weights), one-thread
+steps, two-thread steps of few rows and of many (MKL's packed GEMM), the split by hidden units
+(forward and backward), packed input, and a streaming step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import pair
+
+import rnnlab
+from rnnlab import kernels
+
+pytestmark = pytest.mark.skipif(
+    not kernels.AVAILABLE, reason=f"fused extension not built: {kernels.LOAD_ERROR}"
+)
+
+LIBRARIES = ["blas", pytest.param("onednn", marks=pytest.mark.skipif(
+    not kernels.ONEDNN, reason="extension built without oneDNN: no dnnl_sgemm"))]
+
+
+@pytest.fixture(params=LIBRARIES)
+def library(request):
+    before = kernels.gemm_library()
+    assert kernels.gemm_library(request.param) == request.param
+    yield request.param
+    kernels.gemm_library(before)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def outputs_and_grads(layer, x, packed: bool) -> list[torch.Tensor]:
+    """Output, final state(s) and the gradients of x and every parameter under a loss that weights
+    each output element differently (so a wrong row or column shows)."""
+    layer.zero_grad()
+    x = x.detach().clone().requires_grad_()
+    inp = x
+    if packed:
+        lengths = torch.linspace(x.shape[0], 1, x.shape[1]).round().long()
+        inp = torch.nn.utils.rnn.pack_padded_sequence(x, lengths)
+    out, h = layer(inp)
+    if packed:
+        out = torch.nn.utils.rnn.pad_packed_sequence(out)[0]
+    states = list(h) if isinstance(h, tuple) else [h]
+    loss = sum((t * torch.sin(torch.arange(t.numel(), dtype=t.dtype)).view_as(t)).sum()
+               for t in (out, *states))
+    loss.backward()
+    return [out.detach(), *(s.detach() for s in states), x.grad,
+            *(p.grad for p in layer.parameters())]
+
+
+# (batch, hidden, input): which GEMM forms they reach with two threads
+SHAPES = {
+    "B1-matvec": (1, 40, 7),          # hand-written mat-vec
+    "B1-split": (1, 264, 7),          # B = 1 split by units (LSTM/GRU W_hh ≥ 128 K weights)
+    "B3-units": (3, 264, 5),          # B > 1 split by units: forward (GRU), backward (LSTM, GRU)
+    "B9-serial": (9, 24, 6),          # one-thread steps (< 1.2 M multiply-adds)
+    "B20-two-thread": (20, 144, 8),   # two-thread steps of fewer than 32 rows
+    "B40-packed": (40, 112, 8),       # two-thread steps of ≥ 32 rows: MKL packed under BLAS
+}
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@pytest.mark.parametrize("mode", ["rnn_tanh", "lstm", "lstm_proj", "gru"])
+def test_fused_matches_reference_under_each_library(library, two_threads, mode, shape):
+    B, H, I = SHAPES[shape]
+    torch.manual_seed(0)
+    _, layer = pair(mode, I, H, torch.float32)
+    x = torch.randn(11, B, I)
+    for packed in ([False, True] if B > 2 else [False]):
+        fused = outputs_and_grads(layer, x, packed)
+        with kernels.use_reference():
+            reference = outputs_and_grads(layer, x, packed)
+        for a, b in zip(fused, reference, strict=True):
+            # 1e-5, relative to the tensor's largest value: a weight gradient here sums up to
+            # 440 rows, and its fp32 rounding grows with that sum whatever the library
+            scale = max(1.0, b.abs().max().item())
+            torch.testing.assert_close(a, b, atol=1e-5 * scale, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])
+def test_two_layers_bidirectional_match_torch(library, two_threads, mode):
+    torch.manual_seed(0)
+    ref, ours = pair(mode, 16, 48, torch.float32, num_layers=2, bidirectional=True)
+    x = torch.randn(13, 33, 16)
+    for layer in (ref, ours):
+        layer.zero_grad()
+    expected = outputs_and_grads(ref, x, packed=False)
+    got = outputs_and_grads(ours, x, packed=False)
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
+def test_streaming_step_matches_torch_cell(library, two_threads, cell):
+    """A lone step at H = 256 multiplies through the library's gemv form (above 64 K weights)."""
+    torch.manual_seed(0)
+    layer = getattr(rnnlab, cell)(32, 256)
+    ref = getattr(torch.nn, cell + "Cell")(32, 256)
+    ref.load_state_dict({k[:-3]: v for k, v in layer.state_dict().items()})
+    xs = torch.randn(5, 1, 32)
+    state = None
+    h = torch.zeros(1, 256)
+    c = torch.zeros(1, 256)
+    with torch.no_grad():
+        for x in xs:
+            out, state = layer.step(x, state)
+            if cell == "LSTM":
+                h, c = ref(x, (h, c))
+            else:
+                h = ref(x, h)
+            torch.testing.assert_close(out, h, atol=1e-5, rtol=1e-5)
+
+
+def test_gemm_library_reads_sets_and_rejects_bad_names():
+    before = kernels.gemm_library()
+    assert before in ("blas", "onednn")
+    try:
+        assert kernels.gemm_library("blas") == "blas"
+        assert kernels.gemm_library() == "blas"
+        assert kernels.gemm_library("mkl") == "blas"
+        with pytest.raises(ValueError, match="name: expected one of 'blas', 'onednn', got 'cublas'"):
+            kernels.gemm_library("cublas")
+        assert kernels.gemm_library() == "blas"
+    finally:
+        kernels.gemm_library(before)
