@@ -155,6 +155,23 @@ def test_dispatch_rule():
             pass
 
 
+def test_dispatch_bands_follow_the_cpu_family():
+    """The bands are per CPU family: on the EPYC oneDNN's GRU won from H = 256 at B ≥ 8 and the
+    LSTM's at H = 512 from B = 1, where the Xeon's rules keep rnnlab's kernels."""
+    from rnnlab.kernels import bands
+
+    assert bands.PLATFORM in bands.BANDS
+    amd, intel = ("amd", "intel")
+    assert bands.prefers_onednn("gru", 512, 8, 2, amd) and not bands.prefers_onednn("gru", 512, 8, 2, intel)
+    assert bands.prefers_onednn("lstm", 512, 1, 2, amd) and not bands.prefers_onednn("lstm", 512, 1, 2, intel)
+    for platform in (amd, intel):  # both: our RNN up to H = 256, our GRU at H = 64, oneDNN's LSTM
+        assert not bands.prefers_onednn("rnn", 256, 64, 2, platform)
+        assert not bands.prefers_onednn("gru", 64, 64, 2, platform)
+        assert bands.prefers_onednn("lstm", 128, 64, 2, platform)
+        assert bands.prefers_onednn("lstm", 128, 64, 1, platform)
+        assert not bands.prefers_onednn("rnn", 512, 64, 1, platform)
+
+
 def _op_samples():
     T, B, I, H = 4, 3, 5, 6
 

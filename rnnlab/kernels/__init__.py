@@ -6,7 +6,7 @@ The two paths take the same arguments and return the same tensors (including the
 layout), so they are interchangeable and tested against each other.
 
 Within the fused path, dense fp32 inference may go to oneDNN's RNN primitives instead
-(``uses_onednn``: a rule measured per cell, hidden size, batch and thread count; override with
+(``uses_onednn``: a rule measured per CPU, cell, hidden size, batch and thread count; override with
 ``onednn_mode`` or ``RNNLAB_ONEDNN``); ``stream_step`` is the one-call step behind ``Layer.step``.
 """
 
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..bptt import GRUFunction, LSTMFunction, RNNFunction
-from . import ops
+from . import bands, ops
 from .ops import _C, AVAILABLE, LOAD_ERROR, ONEDNN, ONEDNN_KINDS
 
 _forced_reference = os.environ.get("RNNLAB_BACKEND", "").lower() == "reference"
@@ -137,38 +137,13 @@ def _fused(x: Tensor) -> bool:
     return backend(x.device, x.dtype) == "fused"
 
 
-_INF = 1 << 62
-# Where oneDNN's forward beat rnnlab's own inference kernel, by thread count (1, or 2 and more) and
-# cell: bands of (largest hidden size, smallest batch, largest batch). Measured at T=100 on the
-# 2-core Xeon of BENCHMARKS.md, `kernels.onednn_mode("always"/"never")` side by side with torch.nn.
-_ONEDNN_BANDS: dict[int, dict[str, list[tuple[int, int, int]]]] = {
-    # re-measured once the forward ran as a two-core pipeline (csrc/pipeline.h), which moved our
-    # kernel ahead at small H: LSTM H=128 B=16 1.06x vs oneDNN's 1.02x, RNN H=256 B=16 2.21 vs
-    # 1.93, B=64 1.41 vs 1.27; GRU H=128 B=16 2.56 vs 2.30. The GRU above H = 128 (forward
-    # split by units at B ≤ 32, csrc/split.h split_batch; projections in chunks, pipeline.h
-    # proj_chunk_steps), oneDNN → ours, ms, alternating order: H=256 B=4 1.68 → 1.58, B=16 4.64 →
-    # 4.47, B=32 9.38 → 8.99, B=64 20.95 → 19.11 and 20.41 → 20.17; H=512 B=32 41.0 → 38.7, B=64
-    # 72.8 → 66.8 and 72.2 → 67.8
-    2: {
-        "lstm": [(128, 32, _INF), (256, 8, _INF), (_INF, 32, _INF)],
-        "gru": [(64, _INF, 0), (128, 32, _INF), (_INF, _INF, 0)],
-        "rnn": [(256, _INF, 0), (_INF, 2, 16)],
-    },
-    1: {  # one thread: our kernel loses no fork/join, and oneDNN's RNN H=512 was 2x slower
-        "lstm": [(128, 4, _INF), (256, 64, _INF), (_INF, 32, _INF)],
-        "gru": [(128, 2, _INF), (_INF, 64, _INF)],
-        "rnn": [],
-    },
-}
-
-
 def uses_onednn(kind: str, x: Tensor, mask: Tensor | None, hidden: int, train: bool,
                 proj: bool = False) -> bool:
     """Whether a fused-path call goes to oneDNN's RNN primitive instead of rnnlab's own kernel.
 
     Only dense (no lengths/packing) fp32 sequences qualify (oneDNN has no per-sample lengths and no
     fp64 RNNs), and an LSTM projection only for inference. Among those the rule follows
-    BENCHMARKS.md's measurements.
+    BENCHMARKS.md's measurements, per CPU family (``bands.py``).
     """
     if not (ONEDNN and _fused(x) and mask is None and x.dtype == torch.float32):
         return False
@@ -180,11 +155,7 @@ def uses_onednn(kind: str, x: Tensor, mask: Tensor | None, hidden: int, train: b
         return False
     if ops.paired.current() is not None:  # two directions at once on ours beat oneDNN's in turn
         return False
-    batch = x.shape[1]
-    for max_hidden, min_batch, max_batch in _ONEDNN_BANDS[min(torch.get_num_threads(), 2)][kind]:
-        if hidden <= max_hidden:
-            return min_batch <= batch <= max_batch
-    return False
+    return bands.prefers_onednn(kind, hidden, x.shape[1], torch.get_num_threads())
 
 
 def _flip_time(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:

@@ -84,7 +84,7 @@ template <typename T>
 inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
                  int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   if constexpr (std::is_same<T, float>::value) {
-    if (use_onednn_gemm())
+    if (use_onednn_gemm() && onednn_rows(M))
       return onednn_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
   }
   const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';

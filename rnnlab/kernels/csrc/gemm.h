@@ -73,6 +73,13 @@ inline bool use_onednn_gemm() {
          gemm_lib_setting().load(std::memory_order_relaxed) == static_cast<int>(GemmLib::kOnednn);
 }
 
+// The row counts M for which oneDNN runs a GEMM when it is the library: below 16 and from 256.
+// Between, dnnl_sgemm took a slower path than MKL (2-core EPYC, [M, 512] @ [512, 2048], µs, MKL
+// packed → oneDNN, two threads: M=8 204 → 94, M=15 374 → 162, M=16 303 → 1036, M=24 370 → 1106;
+// one thread: M=15 513 → 321, M=16 463 → 654; [32, 256] @ [256, 1024] two threads 116 → 164),
+// and from 256 rows it is ahead again ([3200, 256] @ [256, 1024] 11 992 → 7 802).
+inline bool onednn_rows(int64_t M) { return M < 16 || M >= 256; }
+
 // Row-major C[M, N] = alpha op(A) op(B) + beta C through oneDNN, on one thread when `serial`
 // (OpenMP's thread count is the calling thread's own setting, restored after; inside a parallel
 // region oneDNN runs serially anyway). Only called when use_onednn_gemm().
@@ -100,9 +107,10 @@ inline std::pair<bool, int64_t> operand(const at::Tensor& x) {
 }
 
 // out = a @ b + beta·out for 2-D tensors (any of them a transposed or narrowed view): oneDNN for
-// float when it is the GEMM library and the strides allow, else ATen (MKL).
+// float when it is the GEMM library, the rows suit it and the strides allow, else ATen (MKL).
 inline void mm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta = 0) {
-  if (use_onednn_gemm() && out.scalar_type() == at::kFloat && out.numel() > 0 && a.size(1) > 0) {
+  if (use_onednn_gemm() && out.scalar_type() == at::kFloat && out.numel() > 0 && a.size(1) > 0 &&
+      onednn_rows(out.size(0))) {
     const auto [ta, lda] = operand(a);
     const auto [tb, ldb] = operand(b);
     if (lda > 0 && ldb > 0 && out.stride(1) == 1 && out.stride(0) >= out.size(1)) {

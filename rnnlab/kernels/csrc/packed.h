@@ -29,8 +29,6 @@ constexpr int64_t kBlasGemv = 262144;
 // GRU B=32 H=64 4.16 → 3.82 ms; at 1.6M+ (GRU/LSTM B=8 H=256) serial steps were slower).
 constexpr int64_t kSerialStep = 1200000;
 // MKL CBLAS enum values (mkl_cblas.h)
-// With oneDNN as the GEMM library, two-thread steps of fewer rows than this run oneDNN (below).
-constexpr int64_t kOnednnTwoThreadRows = 32;
 constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162;
 
 // Batch size 1: C[1,N] = a[1,K] @ op(W) + beta·C (matvec.h).
@@ -84,13 +82,11 @@ class StepGemm<float> {
   StepGemm(const float* w, int64_t ldw, bool trans, int64_t M, int64_t N, int64_t K, int slot = 0)
       : w_(w), ldw_(ldw), trans_(trans), M_(M), N_(N), K_(K) {
     serial_ = M * N * K < kSerialStep;
-    // oneDNN as the GEMM library (gemm.h): it runs every one-thread step, and the two-thread
-    // steps of fewer than 32 rows (2-core EPYC, µs per step, MKL packed → oneDNN: one thread
-    // [8, 512] @ [512, 2048] 283 → 192, [32, 256] @ [256, 1024] 191 → 196; two threads 221 → 94
-    // and 116 → 164, [32, 512] @ [512, 3072] 855 → 1769); MKL's packed GEMM the other
-    // two-thread ones.
-    onednn_ = use_onednn_gemm();
-    packed_ = M > 1 && !(onednn_ && (serial_ || M < kOnednnTwoThreadRows));  // B = 1: gemv_step
+    // oneDNN as the GEMM library (gemm.h) runs the steps of the rows it suits (below 16: one
+    // thread [8, 512] @ [512, 2048] 277 → 175 µs, two threads 204 → 94), MKL's packed GEMM the
+    // others
+    onednn_ = use_onednn_gemm() && onednn_rows(M);
+    packed_ = M > 1 && !onednn_;  // B = 1: gemv_step
     if (!packed_) return;
     const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, int(M), int(N), int(K));
     buffer_ = pack_scratch(slot, bytes);
@@ -102,7 +98,7 @@ class StepGemm<float> {
     const int64_t m = rows < 0 ? M_ : rows;
     if (m == 0) return;
     if (m == 1) return gemv_step<float>(w_, ldw_, trans_, N_, K_, A, beta, C);
-    if (onednn_ && (!packed_ || at::in_parallel_region()))  // one thread, or few rows
+    if (onednn_)
       return onednn_sgemm(false, trans_, m, N_, K_, 1.0f, A, lda, w_, ldw_, beta, C, ldc, serial_);
     const int previous = serial_ ? MKL_Set_Num_Threads_Local(1) : 0;
     if (!packed_) gemm<float>(false, trans_, m, N_, K_, 1.0f, A, lda, w_, ldw_, beta, C, ldc);

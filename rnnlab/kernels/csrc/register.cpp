@@ -133,6 +133,8 @@ static PyObject* gemm_library(PyObject*, PyObject* args) {
   return PyUnicode_FromString(rnnlab::use_onednn_gemm() ? "onednn" : "blas");
 }
 
+static PyObject* cpu_is_amd(PyObject*, PyObject*) { return PyBool_FromLong(rnnlab::cpu_is_amd()); }
+
 PyObject* rnnlab_stream_step(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // step.cpp
 PyObject* rnnlab_both(PyObject*, PyObject* args);  // both.cpp
 
@@ -146,6 +148,7 @@ static PyMethodDef methods[] = {
     {"workspace_cache", workspace_cache, METH_VARARGS,
      "workspace_cache(limit, min_bytes) -> (limit, min_bytes, cached): set (< 0: keep) and read."},
     {"empty_cache", empty_cache, METH_NOARGS, "Free the cached workspaces no tensor uses."},
+    {"cpu_is_amd", cpu_is_amd, METH_NOARGS, "Whether the CPU's vendor is AMD (cpuid)."},
     {"gemm_library", gemm_library, METH_VARARGS,
      "gemm_library(choice) -> 'blas' | 'onednn': set (0 BLAS, 1 oneDNN; -1 keeps) and read."},
     {nullptr, nullptr, 0, nullptr}};

@@ -1,0 +1,68 @@
+"""Where oneDNN's RNN primitive beats rnnlab's own inference kernel: measured bands, per CPU.
+
+A band is ``(largest hidden size, smallest batch, largest batch)``; the first band whose hidden
+size covers a call decides it (oneDNN when the batch is within the band). Tables are per CPU
+family (``PLATFORM``: the vendor, since the two machines measured differ in their GEMM library's
+speed, not just in size), thread count (1, or 2 and more) and cell. Each was measured at T=100
+with ``kernels.onednn_mode("always"/"never")`` side by side with torch.nn (BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+from .ops import _C, AVAILABLE
+
+INF = 1 << 62
+Band = tuple[int, int, int]
+
+# "intel": the 2-core Xeon (AVX-512) every earlier rule was tuned on, MKL as the GEMM library.
+_INTEL: dict[int, dict[str, list[Band]]] = {
+    # re-measured once the forward ran as a two-core pipeline (csrc/pipeline.h), which moved our
+    # kernel ahead at small H: LSTM H=128 B=16 1.06x vs oneDNN's 1.02x, RNN H=256 B=16 2.21 vs
+    # 1.93, B=64 1.41 vs 1.27; GRU H=128 B=16 2.56 vs 2.30. The GRU above H = 128 (forward
+    # split by units at B ≤ 32, csrc/split.h split_batch; projections in chunks, pipeline.h
+    # proj_chunk_steps), oneDNN → ours, ms, alternating order: H=256 B=4 1.68 → 1.58, B=16 4.64 →
+    # 4.47, B=32 9.38 → 8.99, B=64 20.95 → 19.11 and 20.41 → 20.17; H=512 B=32 41.0 → 38.7, B=64
+    # 72.8 → 66.8 and 72.2 → 67.8
+    2: {
+        "lstm": [(128, 32, INF), (256, 8, INF), (INF, 32, INF)],
+        "gru": [(64, INF, 0), (128, 32, INF), (INF, INF, 0)],
+        "rnn": [(256, INF, 0), (INF, 2, 16)],
+    },
+    1: {  # one thread: our kernel loses no fork/join, and oneDNN's RNN H=512 was 2x slower
+        "lstm": [(128, 4, INF), (256, 64, INF), (INF, 32, INF)],
+        "gru": [(128, 2, INF), (INF, 64, INF)],
+        "rnn": [],
+    },
+}
+
+# "amd": a 2-core EPYC (Zen 4, AVX-512, 1 MB of L2 per core against the Xeon's 2 MB), oneDNN as
+# the GEMM library (csrc/gemm.h). oneDNN's primitives keep W_hh in their own blocked layout and
+# won far more often here; ms, oneDNN vs ours, 2 threads: GRU H=256 B=64 27.8 vs 38.4, H=512 B=8
+# 14.4 vs 16.7, B=64 99.5 vs 135.2; LSTM H=128 B=8 1.53 vs 1.75, H=512 B=1 5.10 vs 5.67, B=8
+# 17.7 vs 20.1; RNN H=512 B=32 20.8 vs 25.8. Ours stays ahead for the RNN up to H = 256 (H=256
+# B=64 11.2 vs 13.7) and at small B·H (GRU H=128 B=8 1.84 vs 2.14, LSTM H=64 B=4 0.57 vs 0.71).
+_AMD: dict[int, dict[str, list[Band]]] = {
+    2: {
+        "lstm": [(64, 16, INF), (128, 8, INF), (256, 4, INF), (INF, 1, INF)],
+        "gru": [(64, INF, 0), (128, 32, INF), (256, 8, INF), (INF, 2, INF)],
+        "rnn": [(256, INF, 0), (INF, 8, INF)],
+    },
+    1: {  # one thread: GRU H=512 B=1 6.28 vs 6.70, B=64 187 vs 207; RNN ours (H=512 B=64 67.9
+        # vs 70.8); LSTM H=256 B=4 4.59 vs 5.14, H=512 B=1 8.38 vs 9.20
+        "lstm": [(128, 4, INF), (256, 4, INF), (INF, 1, INF)],
+        "gru": [(64, INF, 0), (128, 8, INF), (256, 4, INF), (INF, 1, INF)],
+        "rnn": [],
+    },
+}
+
+PLATFORM = "amd" if AVAILABLE and _C.cpu_is_amd() else "intel"
+BANDS = {"intel": _INTEL, "amd": _AMD}
+
+
+def prefers_onednn(kind: str, hidden: int, batch: int, threads: int,
+                   platform: str = PLATFORM) -> bool:
+    """Whether the measured bands send a dense fp32 inference call of ``kind`` to oneDNN."""
+    for max_hidden, min_batch, max_batch in BANDS[platform][min(threads, 2)][kind]:
+        if hidden <= max_hidden:
+            return min_batch <= batch <= max_batch
+    return False
