@@ -7,6 +7,10 @@ steps, two-thread steps of few rows and of many (MKL's packed GEMM), the split b
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from conftest import pair
@@ -133,3 +137,15 @@ def test_gemm_library_reads_sets_and_rejects_bad_names():
         assert kernels.gemm_library() == "blas"
     finally:
         kernels.gemm_library(before)
+
+
+def test_environment_variable_sets_the_library_at_import():
+    code = "from rnnlab import kernels; print(kernels.gemm_library())"
+    env = {**os.environ, "RNNLAB_GEMM": "blas"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "blas"
+    env["RNNLAB_GEMM"] = "fastest"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert "RNNLAB_GEMM: expected 'blas', 'onednn' or 'auto', got 'fastest'" in bad.stderr

@@ -127,8 +127,11 @@ def gemm_library(name: str | None = None) -> str:
     return _C.gemm_library(-1 if name is None else choices[name])
 
 
-if AVAILABLE and os.environ.get("RNNLAB_GEMM", "auto") != "auto":
-    gemm_library(os.environ["RNNLAB_GEMM"])
+_gemm_env = os.environ.get("RNNLAB_GEMM", "auto")
+if AVAILABLE and _gemm_env != "auto":
+    if _gemm_env not in ("blas", "mkl", "onednn"):
+        raise ValueError(f"RNNLAB_GEMM: expected 'blas', 'onednn' or 'auto', got {_gemm_env!r}")
+    gemm_library(_gemm_env)
 if AVAILABLE and os.environ.get("RNNLAB_WORKSPACE_CACHE"):
     workspace_cache(limit=int(os.environ["RNNLAB_WORKSPACE_CACHE"]))
 
