@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -30,6 +33,17 @@ def pair(mode: str, input_size: int, hidden: int, dtype: torch.dtype, **kw):
     ours = getattr(rnnlab, name)(input_size, hidden, dtype=dtype, **extra, **kw)
     ours.load_state_dict(ref.state_dict())
     return ref, ours
+
+
+@contextmanager
+def num_threads(n: int) -> Iterator[int]:
+    """torch's intra-op thread count set to ``n`` inside the block, restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def flat_state(h) -> list[torch.Tensor]:

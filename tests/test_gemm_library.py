@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from conftest import pair
+from conftest import num_threads, pair
 
 import rnnlab
 from rnnlab import kernels
@@ -36,10 +36,8 @@ def library(request):
 
 @pytest.fixture
 def two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+    with num_threads(2):
+        yield
 
 
 def outputs_and_grads(layer, x, packed: bool) -> list[torch.Tensor]:

@@ -10,6 +10,7 @@ import contextlib
 
 import pytest
 import torch
+from conftest import num_threads
 from torch.profiler import ProfilerActivity, profile
 
 import rnnlab
@@ -211,13 +212,9 @@ def test_directions_above_one_l2_run_in_turn(both_calls):
 
 def test_one_thread_runs_directions_in_turn(both_calls):
     """With one thread the user gave us one core: no second thread for the other direction."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with num_threads(1):
         layer = rnnlab.LSTM(I, H, bidirectional=True)
         with torch.no_grad():
             layer(torch.randn(T, B, I))
         layer(torch.randn(T, B, I, requires_grad=True))[0].sum().backward()
-    finally:
-        torch.set_num_threads(before)
     assert both_calls == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import num_threads
 
 import rnnlab
 from rnnlab import kernels
@@ -86,10 +87,8 @@ def _sum_outputs_and_grads(layer, x, hx, lengths):
 @pytest.fixture
 def threads(request):
     """torch's intra-op thread count for the test (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
+    with num_threads(request.param) as n:
+        yield n
 
 
 @pytest.mark.parametrize("threads", [1, 2], indirect=True, ids=["serial", "pipelined"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import gru_outputs_and_grads, tol
+from conftest import gru_outputs_and_grads, num_threads, tol
 
 import rnnlab
 from rnnlab import kernels
@@ -22,10 +22,8 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with num_threads(1):
+        yield
 
 
 @pytest.mark.parametrize("form", ["dense", "lengths", "packed"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import gru_outputs_and_grads, tol
+from conftest import gru_outputs_and_grads, num_threads, tol
 
 import rnnlab
 from rnnlab import kernels
@@ -23,10 +23,8 @@ H = 264  # 3 H² = 209 K weights: split with two threads
 
 @pytest.fixture(params=[1, 2], ids=["serial", "split"])
 def threads(request):
-    before = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(before)
+    with num_threads(request.param) as n:
+        yield n
 
 
 @pytest.mark.parametrize("form", ["dense", "lengths", "packed"])
