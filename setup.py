@@ -32,7 +32,7 @@ if not os.environ.get("RNNLAB_NO_EXT"):
     found = version_h.exists() and (prefix / "lib" / "libdnnl.so.3").exists()
     if found and not os.environ.get("RNNLAB_NO_ONEDNN"):
         # the wheel's headers must come before torch's include folder, which has newer oneDNN headers
-        sources.append(f"{src}/onednn.cpp")
+        sources += [f"{src}/onednn.cpp", f"{src}/matmul.cpp"]
         flags = [*flags, "-DRNNLAB_ONEDNN"]
         extra = {
             "include_dirs": [str(prefix / "include")],

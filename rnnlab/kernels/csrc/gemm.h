@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -25,12 +26,21 @@
 #endif
 
 #ifdef RNNLAB_ONEDNN
-extern "C" int dnnl_sgemm(char transa, char transb, int64_t M, int64_t N, int64_t K, float alpha,
-                          const float* A, int64_t lda, const float* B, int64_t ldb, float beta,
-                          float* C, int64_t ldc);  // row-major; returns dnnl_status_t (0: success)
+#include "oneapi/dnnl/dnnl.h"  // dnnl_sgemm: row-major C = alpha op(A) op(B) + beta C
 #endif
 
 namespace rnnlab {
+
+// The per-step GEMM through oneDNN's matmul primitive, W reordered once (matmul.cpp): made for
+// C[M, N] = A[M, K] op(W) (op(W) = W^T of a row-major [N, K] W when trans, else W [K, N]; W must
+// outlive it), run with beta 0 or 1, on one thread when `serial`.
+struct OnednnMatmul;
+#ifdef RNNLAB_ONEDNN
+std::shared_ptr<OnednnMatmul> onednn_matmul(const float* w, int64_t ldw, bool trans, int64_t M,
+                                            int64_t N, int64_t K);
+void onednn_matmul_run(OnednnMatmul& m, const float* A, int64_t lda, float beta, float* C,
+                       int64_t ldc, bool serial);
+#endif
 
 enum class GemmLib : int { kBlas = 0, kOnednn = 1 };
 
@@ -89,10 +99,10 @@ inline void onednn_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64
 #ifdef RNNLAB_ONEDNN
   const int previous = serial && !omp_in_parallel() ? omp_get_max_threads() : 0;
   if (previous > 1) omp_set_num_threads(1);
-  const int status = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda,
-                                B, ldb, beta, C, ldc);
+  const dnnl_status_t status = dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K,
+                                          alpha, A, lda, B, ldb, beta, C, ldc);
   if (previous > 1) omp_set_num_threads(previous);
-  TORCH_CHECK(status == 0, "dnnl_sgemm failed with status ", status);
+  TORCH_CHECK(status == dnnl_success, "dnnl_sgemm failed with status ", static_cast<int>(status));
 #else
   TORCH_CHECK(false, "rnnlab was built without oneDNN: no dnnl_sgemm");
 #endif

@@ -82,11 +82,15 @@ class StepGemm<float> {
   StepGemm(const float* w, int64_t ldw, bool trans, int64_t M, int64_t N, int64_t K, int slot = 0)
       : w_(w), ldw_(ldw), trans_(trans), M_(M), N_(N), K_(K) {
     serial_ = M * N * K < kSerialStep;
-    // oneDNN as the GEMM library (gemm.h) runs the steps of the rows it suits (below 16: one
-    // thread [8, 512] @ [512, 2048] 277 → 175 µs, two threads 204 → 94), MKL's packed GEMM the
-    // others
-    onednn_ = use_onednn_gemm() && onednn_rows(M);
-    packed_ = M > 1 && !onednn_;  // B = 1: gemv_step
+    // oneDNN as the GEMM library (gemm.h): dnnl_sgemm runs the steps of fewer than 16 rows
+    // (gemm.h onednn_rows), its matmul primitive the full-batch steps of more (matmul.cpp; W
+    // reordered once, as MKL's pack is) and gemm() on W a packed sequence's shorter ones.
+    // Otherwise MKL's packed GEMM.
+    sgemm_ = M > 1 && M < 16 && use_onednn_gemm();
+#ifdef RNNLAB_ONEDNN
+    if (M >= 16 && use_onednn_gemm()) matmul_ = onednn_matmul(w, ldw, trans, M, N, K);
+#endif
+    packed_ = M > 1 && !matmul_ && !sgemm_;  // B = 1: gemv_step
     if (!packed_) return;
     const size_t bytes = cblas_sgemm_pack_get_size(kBMatrix, int(M), int(N), int(K));
     buffer_ = pack_scratch(slot, bytes);
@@ -98,8 +102,13 @@ class StepGemm<float> {
     const int64_t m = rows < 0 ? M_ : rows;
     if (m == 0) return;
     if (m == 1) return gemv_step<float>(w_, ldw_, trans_, N_, K_, A, beta, C);
-    if (onednn_)
+    if (sgemm_)
       return onednn_sgemm(false, trans_, m, N_, K_, 1.0f, A, lda, w_, ldw_, beta, C, ldc, serial_);
+#ifdef RNNLAB_ONEDNN
+    if (matmul_ && m == M_ && (beta == 0.0f || beta == 1.0f))
+      return onednn_matmul_run(*matmul_, A, lda, beta, C, ldc, serial_);
+#endif
+    if (matmul_) return gemm<float>(false, trans_, m, N_, K_, 1.0f, A, lda, w_, ldw_, beta, C, ldc);
     const int previous = serial_ ? MKL_Set_Num_Threads_Local(1) : 0;
     if (!packed_) gemm<float>(false, trans_, m, N_, K_, 1.0f, A, lda, w_, ldw_, beta, C, ldc);
     else
@@ -110,7 +119,8 @@ class StepGemm<float> {
   bool packed() const { return packed_; }  // false: it reads W itself, which must outlive it
 
  private:
-  bool packed_, serial_, onednn_;
+  bool packed_, serial_, sgemm_;
+  std::shared_ptr<OnednnMatmul> matmul_;  // (gemm.h; null without oneDNN)
   const float* w_;
   int64_t ldw_;
   bool trans_;
