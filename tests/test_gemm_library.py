@@ -2,8 +2,9 @@
 the BLAS libtorch exports (MKL) or oneDNN's dnnl_sgemm. Each is forced in turn, whatever the CPU's
 default, and the fused path must match the reference path (outputs and every gradient) on the
 shapes that reach each GEMM form: B = 1 (mat-vec, BLAS's gemv above 1 MB of weights), one-thread
-steps, two-thread steps of few rows and of many (MKL's packed GEMM), the split by hidden units
-(forward and backward), packed input, and a streaming step."""
+steps, steps under 16 rows (oneDNN: dnnl_sgemm) and of 16 or more (oneDNN: its matmul primitive
+with W reordered once; BLAS: MKL's packed GEMM), the split by hidden units (forward and backward),
+packed input (shorter steps than the primitive's rows), two directions at once, a streaming step."""
 
 from __future__ import annotations
 
@@ -65,9 +66,9 @@ SHAPES = {
     "B1-matvec": (1, 40, 7),          # hand-written mat-vec
     "B1-split": (1, 264, 7),          # B = 1 split by units (LSTM/GRU W_hh ≥ 128 K weights)
     "B3-units": (3, 264, 5),          # B > 1 split by units: forward (GRU), backward (LSTM, GRU)
-    "B9-serial": (9, 24, 6),          # one-thread steps (< 1.2 M multiply-adds)
-    "B20-two-thread": (20, 144, 8),   # two-thread steps of fewer than 32 rows
-    "B40-packed": (40, 112, 8),       # two-thread steps of ≥ 32 rows: MKL packed under BLAS
+    "B9-serial": (9, 24, 6),          # one-thread steps (< 1.2 M multiply-adds), < 16 rows
+    "B20-two-thread": (20, 144, 8),   # two-thread steps of ≥ 16 rows (matmul / MKL packed)
+    "B40-packed": (40, 112, 8),       # ≥ 16 rows, one thread for the RNN, two for the others
 }
 
 

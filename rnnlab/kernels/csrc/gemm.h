@@ -7,6 +7,7 @@
 // projection's shape [3200, 256] @ [256, 1024] MKL 11 992 vs oneDNN 7 802; a per-step
 // [8, 512] @ [512, 2048] MKL packed 221 vs oneDNN 94; 2048³ 93.9 vs 79.3 ms. MKL dispatches a
 // slower code path on AMD; on the Intel Xeon every rule in these kernels was tuned with MKL.
+// With oneDNN, a step GEMM of 16 rows or more runs its matmul primitive instead (matmul.cpp).
 // float64 always runs BLAS (oneDNN has no dgemm).
 #pragma once
 
