@@ -105,7 +105,8 @@ def test_two_layers_bidirectional_match_torch(library, two_threads, mode):
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
 def test_streaming_step_matches_torch_cell(library, two_threads, cell):
-    """A lone step at H = 256 multiplies through the library's gemv form (above 64 K weights)."""
+    """A lone step at H = 256 (above 64 K weights): on two threads split by units (step.h), on one
+    through the library's gemv."""
     torch.manual_seed(0)
     layer = getattr(rnnlab, cell)(32, 256)
     ref = getattr(torch.nn, cell + "Cell")(32, 256)

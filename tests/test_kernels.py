@@ -299,6 +299,44 @@ def test_step_kernels_equal_forward(variant, batch, dtype):
         torch.testing.assert_close(a, b, **_tol(dtype))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_lone_step_split_by_units_equals_forward(variant, dtype, threads):
+    """B = 1 above 64 K weights: on two threads each computes its half of the units (step.h
+    split_step; not with a projection or reset "before", which take BLAS's gemv), on one thread
+    BLAS's gemv. H = 232 (the RNN: 232 · (64 + 232) weights) splits off-centre (112 + 120
+    units); 3 layers, so each layer's step reads the whole state the one below wrote on both
+    threads."""
+    cls, kw = VARIANTS[variant]
+    torch.manual_seed(0)
+    layer = cls(64, 232, num_layers=3, dtype=dtype, **kw)
+    x = torch.randn(6, 1, 64, dtype=dtype)
+    with num_threads(threads), torch.no_grad():
+        out, h_ref = layer(x)
+        state, outs = None, []
+        for x_t in x:
+            y, state = layer.step(x_t, state)
+            outs.append(y)
+        # the dispatched step op of the first layer, from a zero state
+        h0 = torch.zeros(1, layer.proj_size or 232, dtype=dtype)
+        w = [layer._parameters.get(n) for n in layer._step_names[0]]  # w_ih, w_hh, b_ih, b_hh, w_hr
+        if cls is rnnlab.LSTM:
+            one = torch.ops.rnnlab.lstm_step(x[0], h0, torch.zeros(1, 232, dtype=dtype), *w)[0]
+        elif cls is rnnlab.GRU:
+            one = torch.ops.rnnlab.gru_step(x[0], h0, *w[:4], kw["reset"] == "after")
+        else:
+            one = torch.ops.rnnlab.rnn_step(x[0], h0, *w[:4], kw["nonlinearity"] == "relu")
+        first = cls(64, 232, dtype=dtype, **kw)
+        first.load_state_dict({k: v for k, v in layer.state_dict().items() if k.endswith("_l0")})
+        one_ref = first(x[:1])[0][0]
+    torch.testing.assert_close(torch.stack(outs), out, **_tol(dtype))
+    for a, b in zip(state if isinstance(state, tuple) else (state,),
+                    h_ref if isinstance(h_ref, tuple) else (h_ref,), strict=True):
+        torch.testing.assert_close(a, b, **_tol(dtype))
+    torch.testing.assert_close(one, one_ref, **_tol(dtype))
+
+
 def test_step_with_grad_uses_the_differentiable_path():
     layer = rnnlab.GRU(3, 4)
     x = torch.randn(2, 3, requires_grad=True)
