@@ -362,6 +362,7 @@ def _experiment(args: argparse.Namespace) -> int:
         seeds=seeds,
         iters=args.iters or None,
         command=cmd,
+        only=args.only,
     )
     return 0
 
@@ -391,7 +392,8 @@ def _add_bench(sub: Any, fmt: type) -> None:
         help="time rnnlab vs torch.nn side by side (shared/BENCH.md grid)",
         formatter_class=fmt,
         epilog="examples:\n  rnnlab bench                 # full grid, "
-        "2 then 1 thread(s)\n  rnnlab bench --quick --no-markdown",
+        "2 then 1 thread(s)\n  rnnlab bench --quick --no-markdown\n"
+        "  rnnlab bench --threads 2 --only 'LSTM T=100 B=32,stream'   # a few cases again",
     )
     bench.add_argument("--quick", action="store_true", help="a few small cases (smoke test)")
     bench.add_argument("--threads", default="2,1", help="comma-separated thread counts")
@@ -399,6 +401,9 @@ def _add_bench(sub: Any, fmt: type) -> None:
     bench.add_argument("--json", default="bench_results.json", help="where to write raw results")
     bench.add_argument("--markdown", default="BENCHMARKS.md", help="file whose table to update")
     bench.add_argument("--no-markdown", action="store_true", help="do not touch BENCHMARKS.md")
+    bench.add_argument("--only", default=None,
+                       help="comma-separated parts of case names to run (e.g. 'LSTM T=100 B=32,"
+                            "stream'); the table in BENCHMARKS.md is then left alone")
     bench.set_defaults(func=_bench)
 
 
@@ -407,6 +412,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     threads = tuple(int(t) for t in args.threads.split(","))
     cmd = "rnnlab bench" + (" --quick" if args.quick else "") + f" --threads {args.threads}"
+    if args.only:
+        cmd += f" --only {args.only!r}"
     bench_main(
         quick=args.quick,
         threads_list=threads,
@@ -414,6 +421,7 @@ def _bench(args: argparse.Namespace) -> int:
         out_json=args.json,
         out_md=None if args.no_markdown else args.markdown,
         command=cmd,
+        only=args.only,
     )
     return 0
 

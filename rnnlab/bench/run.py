@@ -90,10 +90,26 @@ def streaming(threads: int, reps: int) -> list[dict]:
     return rows
 
 
+def select(cases: list[Case], only: str | None) -> tuple[list[Case], bool]:
+    """The cases whose name contains one of ``only``'s comma-separated patterns (any case), and
+    whether the streaming rows run (a pattern in "stream"); everything when ``only`` is None."""
+    if only is None:
+        return cases, True
+    patterns = [p.strip().lower() for p in only.split(",") if p.strip()]
+    chosen = [c for c in cases if any(p in c.name.lower() for p in patterns)]
+    stream = any(p in "stream" for p in patterns)
+    if not chosen and not stream:
+        raise ValueError(f"--only: expected a part of a case name such as {cases[0].name!r} or "
+                         f"'stream', got {only!r}")
+    return chosen, stream
+
+
 def main(quick: bool = False, threads_list: tuple[int, ...] = (2, 1), reps: int = 7,
          out_json: str = "bench_results.json", out_md: str | None = "BENCHMARKS.md",
-         command: str = "rnnlab bench") -> dict:
-    cases = grid(quick)
+         command: str = "rnnlab bench", only: str | None = None) -> dict:
+    cases, with_stream = select(grid(quick), only)
+    if only is not None:
+        out_md = None  # a partial run does not replace the table
     meta = {
         "cpu": cpu_model(), "torch": torch.__version__, "rnnlab": rnnlab.__version__,
         "backend": kernels.backend(), "python": platform.python_version(),
@@ -116,7 +132,7 @@ def main(quick: bool = False, threads_list: tuple[int, ...] = (2, 1), reps: int 
                    if "mem_ours_mb" in row else "-")
             print(f"{case.name:<44} {tr['ratio']:>8.2f} {inf['ratio']:>8.2f} {eg:>7} {ep:>7} "
                   f"{mem:>8}", flush=True)
-        stream = streaming(threads, reps)
+        stream = streaming(threads, reps) if with_stream else []
         for s in stream:
             print(f"stream {s['cell'].upper()} H={s['hidden']}: torch {s['torch_us']:.1f} µs, "
                   f"ours {s['ours_us']:.1f} µs per step = {s['ratio']:.2f}×", flush=True)
