@@ -120,18 +120,20 @@ class RNNBase(nn.Module):
         return [[getattr(self, n) for n in names[k : k + per]] for k in range(0, len(names), per)]
 
     def _params(self, layer: int, direction: int) -> Params:
+        """(w_ih, w_hh, b_ih, b_hh, w_hr) of one layer and direction (None where absent), read
+        from ``_parameters`` by name: a Module's attribute lookup goes through its
+        ``__getattr__`` (~10 µs of a B = 1 call for the five). A registered name missing there (a
+        parametrization or weight norm moved it) is read as an attribute."""
         suffix = f"_l{layer}" + ("_reverse" if direction else "")
-
-        def get(kind: str) -> Tensor | None:
-            return getattr(self, kind + suffix, None)
-
-        return (
-            getattr(self, "weight_ih" + suffix),
-            getattr(self, "weight_hh" + suffix),
-            get("bias_ih"),
-            get("bias_hh"),
-            get("weight_hr"),
-        )
+        registered = self._parameters
+        out = []
+        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"):
+            name = kind + suffix
+            value = registered.get(name)
+            if value is None and name in self._flat_weights_names:
+                value = getattr(self, name)
+            out.append(value)
+        return tuple(out)  # type: ignore[return-value]
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -221,7 +223,7 @@ class RNNBase(nn.Module):
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
-        h_n = tuple(torch.stack(f) for f in finals)
+        h_n = tuple(f[0].unsqueeze(0) if len(f) == 1 else torch.stack(f) for f in finals)
         if order is not None:  # h_n (and a padded output) back to the caller's batch order
             inverse = torch.empty_like(order)
             inverse[order] = torch.arange(order.numel(), device=order.device)

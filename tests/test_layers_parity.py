@@ -135,3 +135,25 @@ def test_reduced_precision_runs_on_the_reference_path(mode, dtype):
     torch.testing.assert_close(ours(x)[0], ref(x)[0], atol=2e-2, rtol=2e-2)
     ours(x, lengths=LENGTHS)[0].float().sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad.float()).all()
+
+
+def test_a_parametrized_weight_is_read_through_its_parametrization():
+    """Layers read their weights from ``_parameters`` by name; one a parametrization moved out of
+    it is read as the attribute (its parametrized value), with and without gradients."""
+    from torch.nn.utils import parametrize
+
+    class Double(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    torch.manual_seed(0)
+    layer = rnnlab.LSTM(4, 5, num_layers=2, bias=False)
+    plain = rnnlab.LSTM(4, 5, num_layers=2, bias=False)
+    plain.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        plain.weight_hh_l1.mul_(2)
+    parametrize.register_parametrization(layer, "weight_hh_l1", Double())
+    x = torch.randn(3, 2, 4)
+    torch.testing.assert_close(layer(x)[0], plain(x)[0])
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x)[0], plain(x)[0])
