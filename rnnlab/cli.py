@@ -362,7 +362,6 @@ def _experiment(args: argparse.Namespace) -> int:
         seeds=seeds,
         iters=args.iters or None,
         command=cmd,
-        only=args.only,
     )
     return 0
 
