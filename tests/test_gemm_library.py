@@ -104,9 +104,9 @@ def test_two_layers_bidirectional_match_torch(library, two_threads, mode):
 
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "RNN"])
-def test_streaming_step_matches_torch_cell(library, two_threads, cell):
-    """A lone step at H = 256 (above 64 K weights): on two threads split by units (step.h), on one
-    through the library's gemv."""
+def test_streaming_step_matches_torch_cell(library, cell):
+    """A lone step at H = 256 (above 64 K weights) on one thread multiplies through the library's
+    gemv (on two threads it is split by units instead: test_kernels.py)."""
     torch.manual_seed(0)
     layer = getattr(rnnlab, cell)(32, 256)
     ref = getattr(torch.nn, cell + "Cell")(32, 256)
@@ -115,7 +115,7 @@ def test_streaming_step_matches_torch_cell(library, two_threads, cell):
     state = None
     h = torch.zeros(1, 256)
     c = torch.zeros(1, 256)
-    with torch.no_grad():
+    with torch.no_grad(), num_threads(1):
         for x in xs:
             out, state = layer.step(x, state)
             if cell == "LSTM":
