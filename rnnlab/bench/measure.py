@@ -31,9 +31,9 @@ def interleaved(fns: list[Callable[[], object]], reps: int = 7, warmup: int = 2,
             out.append(time.perf_counter() - start)
         return out
 
-    last = [0.0]
-    for _ in range(max(warmup, 1)):
-        last = round_()
+    for _ in range(warmup - 1):
+        round_()
+    last = round_()  # the warm-up's last round sizes the count
     count = max(reps, min(max_reps, int(budget / max(sum(last), 1e-9))))
     for _ in range(count // 5 - warmup):  # the longer warm-up of short calls
         round_()
