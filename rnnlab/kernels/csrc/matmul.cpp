@@ -10,12 +10,11 @@
 #include <ATen/Parallel.h>
 #include <omp.h>
 
-#include <list>
-#include <map>
 #include <mutex>
 #include <tuple>
 
 #include "gemm.h"
+#include "lru.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 namespace rnnlab {
@@ -38,37 +37,25 @@ struct Prim {
 std::shared_ptr<Prim> primitive(int64_t M, int64_t N, int64_t K, int64_t lda, int64_t ldc, bool acc,
                                 int threads) {
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, bool, int>;
-  static std::list<std::pair<Key, std::shared_ptr<Prim>>> order;  // most recent first
-  static std::map<Key, decltype(order)::iterator> index;
+  static Lru<Key, Prim> cache(64);
   static std::mutex mutex;
   std::lock_guard<std::mutex> lock(mutex);
-  const Key key{M, N, K, lda, ldc, acc, threads};
-  auto it = index.find(key);
-  if (it != index.end()) {
-    order.splice(order.begin(), order, it->second);
-    return it->second->second;
-  }
-  const auto f32 = memory::data_type::f32;
-  dnnl::primitive_attr attr;
-  // our own scratchpad per thread: the library's shared one is not safe when a bidirectional
-  // layer runs one direction per core through the same primitive (both.cpp)
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-  if (acc) {  // C += A op(W)
-    dnnl::post_ops ops;
-    ops.append_sum(1.0f);
-    attr.set_post_ops(ops);
-  }
-  memory::desc a(Dims{M, K}, f32, Dims{lda, 1}), c(Dims{M, N}, f32, Dims{ldc, 1});
-  memory::desc w(Dims{K, N}, f32, memory::format_tag::any);
-  auto pd = dnnl::matmul::primitive_desc(cpu_engine(), a, w, c, attr);
-  auto made = std::make_shared<Prim>(Prim{pd, dnnl::matmul(pd)});
-  order.emplace_front(key, made);
-  index[key] = order.begin();
-  if (order.size() > 64) {
-    index.erase(order.back().first);
-    order.pop_back();
-  }
-  return made;
+  return cache.get(Key{M, N, K, lda, ldc, acc, threads}, [&] {
+    const auto f32 = memory::data_type::f32;
+    dnnl::primitive_attr attr;
+    // our own scratchpad per thread: the library's shared one is not safe when a bidirectional
+    // layer runs one direction per core through the same primitive (both.cpp)
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (acc) {  // C += A op(W)
+      dnnl::post_ops ops;
+      ops.append_sum(1.0f);
+      attr.set_post_ops(ops);
+    }
+    memory::desc a(Dims{M, K}, f32, Dims{lda, 1}), c(Dims{M, N}, f32, Dims{ldc, 1});
+    memory::desc w(Dims{K, N}, f32, memory::format_tag::any);
+    auto pd = dnnl::matmul::primitive_desc(cpu_engine(), a, w, c, attr);
+    return std::make_shared<Prim>(Prim{pd, dnnl::matmul(pd)});
+  });
 }
 
 // Runs f with OpenMP's thread count at 1 for this thread when `serial` (restored after).

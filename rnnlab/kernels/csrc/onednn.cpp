@@ -11,11 +11,10 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <list>
-#include <map>
 #include <mutex>
 #include <unordered_map>
 
+#include "lru.h"
 #include "oneapi/dnnl/dnnl.hpp"
 
 #if DNNL_VERSION_MAJOR != 3
@@ -123,27 +122,13 @@ std::mutex cache_mutex;
 std::shared_ptr<Entry> entry(const Shape& s, bool train) {
   // primitives are tuned for the thread count they were created under: part of the key
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, int64_t>;
-  static std::list<std::pair<Key, std::shared_ptr<Entry>>> order;  // most recent first
-  static std::map<Key, decltype(order)::iterator> index;
+  static Lru<Key, Entry> cache(64);
   std::lock_guard<std::mutex> lock(cache_mutex);
   TORCH_CHECK(!(train && s.proj()), "onednn: LSTM projection is supported for inference only");
   // (one thread inside a parallel region: both.cpp runs two directions at once, one per core)
   const int64_t threads = at::in_parallel_region() ? 1 : at::get_num_threads();
   Key key{s.kind, s.T, s.B, s.I, s.H, s.P, s.reverse, threads};
-  std::shared_ptr<Entry> en;
-  auto it = index.find(key);
-  if (it != index.end()) {
-    order.splice(order.begin(), order, it->second);
-    en = it->second->second;
-  } else {
-    en = std::make_shared<Entry>();
-    order.emplace_front(key, en);
-    index[key] = order.begin();
-    if (order.size() > 64) {
-      index.erase(order.back().first);
-      order.pop_back();
-    }
-  }
+  std::shared_ptr<Entry> en = cache.get(key, [] { return std::make_shared<Entry>(); });
   if (train && !en->train) {
     en->train_pd = make_fwd(s, dnnl::prop_kind::forward_training);
     en->train = dnnl::primitive(en->train_pd);
