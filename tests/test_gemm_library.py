@@ -41,18 +41,22 @@ def two_threads():
         yield
 
 
-def outputs_and_grads(layer, x, packed: bool) -> list[torch.Tensor]:
+def outputs_and_grads(layer, x, packed: bool, lengths=None) -> list[torch.Tensor]:
     """Output, final state(s) and the gradients of x and every parameter under a loss that weights
-    each output element differently (so a wrong row or column shows)."""
+    each output element differently (so a wrong row or column shows). With ``lengths`` and not
+    ``packed``: rnnlab's ``lengths=`` (padded output positions zero)."""
     layer.zero_grad()
     x = x.detach().clone().requires_grad_()
-    inp = x
+    inp, kw = x, {}
     if packed:
-        lengths = torch.linspace(x.shape[0], 1, x.shape[1]).round().long()
-        inp = torch.nn.utils.rnn.pack_padded_sequence(x, lengths)
-    out, h = layer(inp)
+        if lengths is None:
+            lengths = torch.linspace(x.shape[0], 1, x.shape[1]).round().long()
+        inp = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
+    elif lengths is not None:
+        kw = {"lengths": lengths}
+    out, h = layer(inp, **kw)
     if packed:
-        out = torch.nn.utils.rnn.pad_packed_sequence(out)[0]
+        out = torch.nn.utils.rnn.pad_packed_sequence(out, total_length=x.shape[0])[0]
     states = list(h) if isinstance(h, tuple) else [h]
     loss = sum((t * torch.sin(torch.arange(t.numel(), dtype=t.dtype)).view_as(t)).sum()
                for t in (out, *states))
@@ -88,6 +92,37 @@ def test_fused_matches_reference_under_each_library(library, two_threads, mode, 
             # 440 rows, and its fp32 rounding grows with that sum whatever the library
             scale = max(1.0, b.abs().max().item())
             torch.testing.assert_close(a, b, atol=1e-5 * scale, rtol=1e-5)
+
+
+@pytest.mark.skipif(not kernels.ONEDNN, reason="extension built without oneDNN: no batch halves")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("batch", [9, 20])
+def test_lstm_forward_in_batch_halves_matches_torch(two_threads, monkeypatch, batch, dtype):
+    """With oneDNN as the library and two threads, a dense LSTM forward of B ≥ 8 runs as two
+    batch halves, one per core (csrc/split.h batch_halves): B = 9 splits 5 + 4 rows (under 16:
+    dnnl_sgemm), B = 20 10 + 10; with lengths=, the finished rows of each half stay frozen; the
+    reverse direction runs its halves right to left (its directions in turn, not one per core:
+    PAIR_MAX_BYTES 0); float64 takes BLAS's dgemm per half. Training, and inference on rnnlab's
+    kernel (not oneDNN's RNN primitive)."""
+    monkeypatch.setattr(kernels, "PAIR_MAX_BYTES", 0)
+    before = kernels.gemm_library()
+    kernels.gemm_library("onednn")
+    try:
+        torch.manual_seed(0)
+        ref, ours = pair("lstm", 6, 40, dtype, num_layers=2, bidirectional=True)
+        x = torch.randn(12, batch, 6, dtype=dtype)
+        lengths = torch.randint(1, 13, (batch,))
+        lengths[0] = 12
+        tol = {"atol": 2e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-10}
+        for lens in (None, lengths):
+            got = outputs_and_grads(ours, x, packed=False, lengths=lens)
+            expected = outputs_and_grads(ref, x, packed=lens is not None, lengths=lens)
+            for a, b in zip(got, expected, strict=True):
+                torch.testing.assert_close(a, b, **tol)
+        with torch.no_grad(), kernels.onednn_mode("never"):
+            torch.testing.assert_close(ours(x)[0], ref(x)[0], **tol)
+    finally:
+        kernels.gemm_library(before)
 
 
 @pytest.mark.parametrize("mode", ["lstm", "gru", "rnn_tanh"])

@@ -5,6 +5,7 @@
 //             dc⊙i⊙(1-g²), dr⊙tanh(c)⊙o(1-o)];  dh_{t-1} = da W_hh;  dc_{t-1} = dc⊙f
 // reverse = true walks t = T-1 … 0 with (h, c)_{t+1} as the previous state (see rnn.cpp). Packed
 // input (batch_sizes): x, hs, cs, gates hold each step's running sequences only, as in rnn.cpp.
+#include <algorithm>
 #include <optional>
 
 #include "cache.h"
@@ -29,7 +30,9 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
   // of the next chunk overlaps this chunk's recurrence (pipeline.h)
   const bool split =
       !proj && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 4 * H * P, false);
-  const bool overlap = !split && overlap_chunks((T + K - 1) / K, B, B * 4 * H * P, false);
+  // B ≥ 8 without projection on the EPYC: two halves of the batch, one per core (split.h)
+  const bool halves = !split && !proj && batch_halves(B, rows.packed, 4 * H * P);
+  const bool overlap = !split && !halves && overlap_chunks((T + K - 1) / K, B, B * 4 * H * P, false);
   auto gates = workspace_like(x, rows, 4 * H);  // (recycled: cache.h)
   auto hs = steps_like(x, rows, P);
   auto cs = workspace_like(x, rows, H);
@@ -49,7 +52,11 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const scalar_t* c0v = c0c.data_ptr<scalar_t>();
     scalar_t* rv = proj ? r.data_ptr<scalar_t>() : nullptr;
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
-    const StepGemm<scalar_t> step(w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
+    // gates += h_{t-1} W_hh^T: one GEMM of all rows, or one per half (their pack slots 0, 1)
+    const int64_t mid = (B + 1) / 2;
+    std::optional<StepGemm<scalar_t>> all, first, second;
+    if (halves) first.emplace(w, P, true, mid, 4 * H, P, 0), second.emplace(w, P, true, B - mid, 4 * H, P, 1);
+    else all.emplace(w, P, true, B, 4 * H, P);
     // h_t = r_t W_hr^T: packed once and on one MKL thread like the recurrent GEMM (as a plain
     // 2-thread GEMM per step it cost a fork/join each step)
     std::optional<StepGemm<scalar_t>> project;
@@ -67,34 +74,43 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
         lstm_fwd_row(u.n(), H, g + u.u0, cp + u.u0, csv + t * H + u.u0, hsv + t * P + u.u0);
       });
     };
-    auto recurrence = [&](int64_t s0, int64_t s1) {
-      if (split) return split_recurrence(s0, s1);
+    // the steps [s0, s1) of the batch rows [b0, b1) (all rows, or a half) through `step`
+    auto steps = [&](int64_t s0, int64_t s1, int64_t b0, int64_t b1, const StepGemm<scalar_t>& step) {
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
-        const int64_t n = rows.rows_of(t), act = active[t];
+        const int64_t n = std::min(rows.rows_of(t), b1);  // rows [b0, n) run at t
+        const int64_t act = std::clamp<int64_t>(active[t], b0, n);  // … and [b0, act) unmasked
         // (h, c)_{t-1}, by row
         const PrevRows<scalar_t> h = prev_rows(rows, order, t, hsv, h0v, P);
         const PrevRows<scalar_t> c = prev_rows(rows, order, t, csv, c0v, H);
         scalar_t* g = gv + rows.off[t] * 4 * H;
         scalar_t* hn = hsv + rows.off[t] * P;
         scalar_t* cn = csv + rows.off[t] * H;
-        h.gemm(step, 1, g, 4 * H, act);
+        h.from(b0).gemm(step, 1, g + b0 * 4 * H, 4 * H, act - b0);
         scalar_t* rout = proj ? rv : hn;  // without projection r_t is h_t
-        for_range(n, 4 * H, [&](int64_t b0, int64_t b1) {
-          for (int64_t b = b0; b < b1; ++b) {
+        for_range(n - b0, 4 * H, [&](int64_t i0, int64_t i1) {
+          for (int64_t b = b0 + i0; b < b0 + i1; ++b) {
             if (bv) add_row(g + b * 4 * H, bv, 4 * H);
             lstm_fwd_row(H, H, g + b * 4 * H, c.row(b), cn + b * H, rout + b * H);
           }
         });
         if (proj) (*project)(rv, H, 0, hn, P, n);
         if (m) {  // padded steps keep the previous state
-          for (int64_t b = 0; b < B; ++b) {
+          for (int64_t b = b0; b < b1; ++b) {
             if (m[t * B + b]) continue;
             std::copy(h.row(b), h.row(b) + P, hn + b * P);
             std::copy(c.row(b), c.row(b) + H, cn + b * H);
           }
         }
       }
+    };
+    if (halves) {  // every step's projection first (both cores), then the halves
+      project_into(gates, x, w_ih, rows, 0, T);
+      return run_halves(B, [&](int64_t b0, int64_t b1) { steps(0, T, b0, b1, b0 ? *second : *first); });
+    }
+    auto recurrence = [&](int64_t s0, int64_t s1) {
+      if (split) return split_recurrence(s0, s1);
+      steps(s0, s1, 0, B, *all);
     };
     run_projected(order, rows, K, overlap, gates, x, w_ih, recurrence);
   });

@@ -12,6 +12,7 @@
 
 #include <mutex>
 #include <tuple>
+#include <unordered_map>
 
 #include "gemm.h"
 #include "lru.h"
@@ -79,7 +80,9 @@ struct OnednnMatmul {
   // the last call's primitive and packed W (a sequence's steps repeat one key: no cache lookup)
   std::tuple<int64_t, int64_t, bool, int> last_key{-1, -1, false, 0};
   std::shared_ptr<Prim> last;
-  const void* last_w = nullptr;
+  // … and its arguments, made once per key: a call only points A, C (and the scratchpad) at its
+  // own buffers. Made per call they cost ~2.5 µs ([16, 64] @ [64, 256], one thread: 6.6 → 9.1 µs)
+  std::unordered_map<int, memory> args;
   const void* weights(const memory::desc& md) {
     for (auto& p : packed)
       if (p.first == md) return p.second.data_ptr();
@@ -109,21 +112,22 @@ void onednn_matmul_run(OnednnMatmul& m, const float* A, int64_t lda, float beta,
     const std::tuple<int64_t, int64_t, bool, int> key{lda, ldc, beta == 1.0f, threads};
     if (!m.last || key != m.last_key) {
       m.last = primitive(m.M, m.N, m.K, lda, ldc, beta == 1.0f, threads);
-      m.last_w = m.weights(m.last->pd.weights_desc());
+      const auto& pd = m.last->pd;
+      void* w = const_cast<void*>(m.weights(pd.weights_desc()));
+      m.args = {{DNNL_ARG_SRC, memory(pd.src_desc(), cpu_engine(), nullptr)},
+                {DNNL_ARG_WEIGHTS, memory(pd.weights_desc(), cpu_engine(), w)},
+                {DNNL_ARG_DST, memory(pd.dst_desc(), cpu_engine(), nullptr)},
+                {DNNL_ARG_SCRATCHPAD, memory(pd.scratchpad_desc(), cpu_engine(), nullptr)}};
       m.last_key = key;
     }
-    const auto& p = m.last;
-    memory a(p->pd.src_desc(), cpu_engine(), const_cast<float*>(A));
-    memory c(p->pd.dst_desc(), cpu_engine(), C);
-    memory w(p->pd.weights_desc(), cpu_engine(), const_cast<void*>(m.last_w));
     static thread_local dnnl::stream st(cpu_engine());
-    static thread_local at::Tensor scratch;
-    const auto pad = p->pd.scratchpad_desc();
-    const int64_t bytes = static_cast<int64_t>(pad.get_size()) + 64;
+    static thread_local at::Tensor scratch;  // (per thread: a call may run on either core)
+    const int64_t bytes = static_cast<int64_t>(m.last->pd.scratchpad_desc().get_size()) + 64;
     if (!scratch.defined() || scratch.numel() < bytes) scratch = at::empty({bytes}, at::kByte);
-    memory s(pad, cpu_engine(), scratch.data_ptr());
-    p->prim.execute(st, {{DNNL_ARG_SRC, a}, {DNNL_ARG_WEIGHTS, w}, {DNNL_ARG_DST, c},
-                         {DNNL_ARG_SCRATCHPAD, s}});
+    m.args.at(DNNL_ARG_SRC).set_data_handle(const_cast<float*>(A));
+    m.args.at(DNNL_ARG_DST).set_data_handle(C);
+    m.args.at(DNNL_ARG_SCRATCHPAD).set_data_handle(scratch.data_ptr());
+    m.last->prim.execute(st, m.args);
     st.wait();
   });
 }

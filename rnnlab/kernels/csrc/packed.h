@@ -138,6 +138,7 @@ struct PrevRows {
   const T* b;
   int64_t split, ld;
   const T* row(int64_t i) const { return (i < split ? a : b) + i * ld; }
+  PrevRows from(int64_t b0) const { return {a + b0 * ld, b + b0 * ld, split - b0, ld}; }  // rows b0…
   // C[:rows] (+)= prev[:rows] @ op(W) through a StepGemm: one GEMM, or two across the split
   template <class Gemm>
   void gemm(const Gemm& step, T beta, T* C, int64_t ldc, int64_t rows) const {
