@@ -20,6 +20,22 @@ def test_bench_quick_runs_and_writes_json(tmp_path):
     assert {c["cell"] for c in cases} == {"rnn", "lstm", "gru"}
     assert all(c["train"]["ratio"] > 0 and c["infer"]["ratio"] > 0 for c in cases)
     assert results["targets"], "the targets table is filled"
+    # both sides' share of the large SGEMM's rate, where the FLOPs are defined (not packed)
+    dense = [c for c in cases if not c["packed"]]
+    assert dense and all(c[m]["E_peak"] > 0 and c[m]["E_peak_torch"] > 0
+                         for c in dense for m in ("train", "infer"))
+
+
+def test_bench_forward_flops_sum_layers_and_directions():
+    """BENCH.md's F = 2·B·G·H·(I+H) per step, per layer and direction; a second layer reads both
+    directions' outputs (I = 2H). LSTM H=4, T=3, B=2: 2·(2·3·2·16·8) + 2·(2·3·2·16·12)."""
+    from rnnlab.bench.cases import Case
+    from rnnlab.bench.run import forward_flops
+
+    case = Case(group="main", cell="lstm", steps=3, batch=2, hidden=4, layers=2, bidirectional=True)
+    assert forward_flops(case) == 2 * (2 * 3 * 2 * 16 * 8) + 2 * (2 * 3 * 2 * 16 * 12)
+    one = Case(group="main", cell="gru", steps=5, batch=1, hidden=3)
+    assert forward_flops(one) == 2 * 5 * 1 * 9 * 6
 
 
 def test_bench_only_runs_the_matching_cases_and_rejects_unknown_ones(tmp_path):
