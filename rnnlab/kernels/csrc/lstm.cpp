@@ -54,8 +54,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     // gates += h_{t-1} W_hh^T: one GEMM of all rows, or one per half (their pack slots 0, 1)
     const int64_t mid = (B + 1) / 2;
-    std::optional<StepGemm<scalar_t>> all, first, second;
-    if (halves) first.emplace(w, P, true, mid, 4 * H, P, 0), second.emplace(w, P, true, B - mid, 4 * H, P, 1);
+    std::optional<StepGemm<scalar_t>> all, lower, upper;
+    if (halves) lower.emplace(w, P, true, mid, 4 * H, P, 0), upper.emplace(w, P, true, B - mid, 4 * H, P, 1);
     else all.emplace(w, P, true, B, 4 * H, P);
     // h_t = r_t W_hr^T: packed once and on one MKL thread like the recurrent GEMM (as a plain
     // 2-thread GEMM per step it cost a fork/join each step)
@@ -106,7 +106,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     };
     if (halves) {  // every step's projection first (both cores), then the halves
       project_into(gates, x, w_ih, rows, 0, T);
-      return run_halves(B, [&](int64_t b0, int64_t b1) { steps(0, T, b0, b1, b0 ? *second : *first); });
+      return run_halves(B, [&](int64_t b0, int64_t b1) { steps(0, T, b0, b1, b0 ? *upper : *lower); });
     }
     auto recurrence = [&](int64_t s0, int64_t s1) {
       if (split) return split_recurrence(s0, s1);
@@ -139,6 +139,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
                                  : chunk_steps(T, B, 4 * H + (proj ? P : 0));
   const bool overlap =
       !split && !bsplit && overlap_chunks((T + K_one - 1) / K_one, B, B * P * 4 * H, true);
+  // a serial backward's recurrences as two batch halves, one per core (split.h)
+  const bool halves = !split && !bsplit && !overlap && !proj && batch_halves(B, rows.packed, 4 * H * P);
   const int64_t K = pipelined_chunk(K_one, overlap);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   auto da = at::empty({slots, K * B, 4 * H}, x.options());  // chunks' pre-activation gradients
@@ -170,7 +172,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     scalar_t* drv = dr.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     const scalar_t* w = whh.data_ptr<scalar_t>();
-    const StepGemm<scalar_t> step(w, P, false, B, P, 4 * H);  // dh += da W_hh
+    // dh += da W_hh: one GEMM of all rows, or one per half (pack slots 0, 1)
+    const int64_t mid = (B + 1) / 2;
+    std::optional<StepGemm<scalar_t>> all, lower, upper;
+    if (halves) lower.emplace(w, P, false, mid, P, 4 * H, 0), upper.emplace(w, P, false, B - mid, P, 4 * H, 1);
+    else all.emplace(w, P, false, B, P, 4 * H);
     std::optional<UnitGemms<scalar_t>> units;  // (made after `step`: it reuses the pack slots)
     if (bsplit) units.emplace(whh, 4, H, B, true);
     std::optional<StepGemm<scalar_t>> back_project;  // dr = dh W_hr (as in the forward)
@@ -226,24 +232,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
         units->partials(i, u, da_t);
       }, [&](const Units& u) { units->add_partials(s1 - s0 - 1, u, dhv); });
     };
-    // the recurrence of the chunk [s0, s1) of steps as run: da of each step into slot's buffer
-    auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {
-      const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
-      const int64_t t0 = span.first, t1 = span.second;
-      scalar_t* dav = da[slot].data_ptr<scalar_t>();
-      // the upstream gradients of the chunk's steps, row strides ldh, ldc (common.h grad_steps)
-      const StepGrads gh = grad_steps(dhs, rows, t0, t1), gc = grad_steps(dcs, rows, t0, t1);
-      const scalar_t* gh_out = gh.data<scalar_t>();  // null when absent
-      const scalar_t* gc_out = gc.data<scalar_t>();
-      const int64_t ldh = gh.ld, ldc = gc.ld;
-      if (split) return split_steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav);
-      if (bsplit) return bsplit_steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav);
+    // the steps [s0, s1) of the batch rows [b0, b1) (all rows, or a half) through `step`
+    auto steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* gh_out, int64_t ldh,
+                     const scalar_t* gc_out, int64_t ldc, scalar_t* dav, int64_t slot, int64_t b0,
+                     int64_t b1, const StepGemm<scalar_t>& step) {
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s), r0 = rows.off[t] - rows.off[t0];  // step t's chunk rows
-        const int64_t n = rows.rows_of(t), act = active[t];
+        const int64_t n = std::min(rows.rows_of(t), b1);  // rows [b0, n) run at t
+        const int64_t act = std::clamp<int64_t>(active[t], b0, n);  // … and [b0, act) unmasked
         // split dh into the part entering the cell (valid step) and the part kept (padding; packed:
         // rows past n_t are sequences not running at t, whose dh waits untouched)
-        for (int64_t b = 0; b < n; ++b) {
+        for (int64_t b = b0; b < n; ++b) {
           const bool valid = !m || m[t * B + b];
           scalar_t* d = dhv + b * P;
           scalar_t* di = dinv + b * P;
@@ -255,13 +254,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
           }
         }
         if (proj) {  // through h_t = W_hr r_t
-          std::copy(dinv, dinv + n * P, dh_cells[slot].data_ptr<scalar_t>() + r0 * P);
-          (*back_project)(dinv, P, 0, drv, H, n);
+          std::copy(dinv + b0 * P, dinv + n * P, dh_cells[slot].data_ptr<scalar_t>() + (r0 + b0) * P);
+          (*back_project)(dinv + b0 * P, P, 0, drv + b0 * H, H, n - b0);
         }
         const PrevRows<scalar_t> cprev = prev_rows(rows, order, t, csv, c0v, H);  // c_{t-1}, by row
         scalar_t* da_t = dav + r0 * 4 * H;
-        for_range(n, 4 * H, [&](int64_t b0, int64_t b1) {
-          for (int64_t b = b0; b < b1; ++b) {
+        for_range(n - b0, 4 * H, [&](int64_t i0, int64_t i1) {
+          for (int64_t b = b0 + i0; b < b0 + i1; ++b) {
             scalar_t* dcb = dcv + b * H;
             if (gc_out) {
               const scalar_t* gco = gc_out + (r0 + b) * ldc;
@@ -276,8 +275,26 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
                          cprev.row(b), drv + b * H, dcb, d);
           }
         });
-        step(da_t, 4 * H, 1, dhv, P, act);
+        step(da_t + b0 * 4 * H, 4 * H, 1, dhv + b0 * P, P, act - b0);
       }
+    };
+    // the recurrence of the chunk [s0, s1) of steps as run: da of each step into slot's buffer
+    auto recurrence = [&](int64_t slot, int64_t s0, int64_t s1) {
+      const auto span = order.span(s0, s1);  // the chunk's steps [t0, t1)
+      const int64_t t0 = span.first, t1 = span.second;
+      scalar_t* dav = da[slot].data_ptr<scalar_t>();
+      // the upstream gradients of the chunk's steps, row strides ldh, ldc (common.h grad_steps)
+      const StepGrads gh = grad_steps(dhs, rows, t0, t1), gc = grad_steps(dcs, rows, t0, t1);
+      const scalar_t* gh_out = gh.data<scalar_t>();  // null when absent
+      const scalar_t* gc_out = gc.data<scalar_t>();
+      const int64_t ldh = gh.ld, ldc = gc.ld;
+      if (split) return split_steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav);
+      if (bsplit) return bsplit_steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav);
+      if (halves)
+        return run_halves(B, [&](int64_t b0, int64_t b1) {
+          steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav, slot, b0, b1, b0 ? *upper : *lower);
+        });
+      steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav, slot, 0, B, *all);
     };
     // the chunk's weight gradients, as GEMMs over all its steps
     auto weight_grads = [&](int64_t slot, int64_t s0, int64_t s1) {
