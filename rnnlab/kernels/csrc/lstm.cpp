@@ -53,7 +53,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     scalar_t* rv = proj ? r.data_ptr<scalar_t>() : nullptr;
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
     // gates += h_{t-1} W_hh^T: one GEMM of all rows, or one per half (their pack slots 0, 1)
-    const int64_t mid = (B + 1) / 2;
+    const int64_t mid = halves_mid(B);
     std::optional<StepGemm<scalar_t>> all, lower, upper;
     if (halves) lower.emplace(w, P, true, mid, 4 * H, P, 0), upper.emplace(w, P, true, B - mid, 4 * H, P, 1);
     else all.emplace(w, P, true, B, 4 * H, P);
@@ -173,9 +173,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     const bool* m = mask_ptr(mask);
     const scalar_t* w = whh.data_ptr<scalar_t>();
     // dh += da W_hh: one GEMM of all rows, or one per half (pack slots 0, 1)
-    const int64_t mid = (B + 1) / 2;
+    const int64_t mid = halves_mid(B);
     std::optional<StepGemm<scalar_t>> all, lower, upper;
-    if (halves) lower.emplace(w, P, false, mid, P, 4 * H, 0), upper.emplace(w, P, false, B - mid, P, 4 * H, 1);
+    if (halves)
+      lower.emplace(w, P, false, mid, P, 4 * H, 0), upper.emplace(w, P, false, B - mid, P, 4 * H, 1);
     else all.emplace(w, P, false, B, P, 4 * H);
     std::optional<UnitGemms<scalar_t>> units;  // (made after `step`: it reuses the pack slots)
     if (bsplit) units.emplace(whh, 4, H, B, true);

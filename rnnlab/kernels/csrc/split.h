@@ -72,31 +72,34 @@ inline bool split_batch_back(int64_t B, int64_t H) {
 }
 
 // The LSTM at B ≥ 8 as two batch halves (without projection, dense; oneDNN as the GEMM
-// library, i.e. the EPYC). Forward: the input projection of all steps first, one GEMM on both cores, then
-// each core runs the whole time loop over its half of the batch rows, its own one-thread step
-// GEMM and gate pass; the rows never meet, so nothing is exchanged. The chunk pipeline it replaces
-// runs every step on one core while the other projects the next chunk, which takes it ~⅓ of the
-// time (perf, LSTM B=64 H=64: the second core 62 % in libgomp's spin-wait). Up to 1 MB of W_hh,
-// which each core then reads whole. Same process, alternating, 2 threads, T=100, op ms,
-// pipelined → halves: B=8 H=64 0.79 → 0.65, B=64 H=64 6.10 → 5.44, B=8 H=128 2.33 → 1.90, B=32
-// H=128 9.64 → 7.41, B=64 H=128 15.65 → 13.87, B=8 H=256 7.75 → 7.53, B=32 H=256 22.79 → 20.67;
-// B=32 H=64 drew (3.51 → 3.96; then the matmul primitive's per-call set-up went, matmul.cpp:
-// 3.24 → 2.20 ms inference). The backward's recurrences as halves lost to the pipeline that runs
-// the weight gradients beside them (B=64 H=128 23.5 → 26.7, B=8 H=256 13.1 → 14.4), so they run
-// as halves only where no pipeline runs (steps over 8 M multiply-adds; then each chunk's weight
-// GEMMs follow on both cores): backward op ms, B=32 H=256 46.5 → 43.9 (and 46.5 → 43.4), B=48
-// 77.2 → 71.5, B=64 85.6 → 83.5.
+// library, i.e. the EPYC). Forward: the input projection of all steps first, one GEMM on both
+// cores, then each core runs the whole time loop over its half of the batch rows, its own
+// one-thread step GEMM and gate pass; the rows never meet, so nothing is exchanged. The chunk
+// pipeline it replaces runs every step on one core while the other projects the next chunk,
+// which takes it ~⅓ of the time (perf, LSTM B=64 H=64: the second core 62 % in libgomp's
+// spin-wait). Up to 1 MB of W_hh, which each core then reads whole. Same process, alternating,
+// 2 threads, T=100, op ms, pipelined → halves: B=8 H=64 0.79 → 0.65, B=64 H=64 6.10 → 5.44,
+// B=8 H=128 2.33 → 1.90, B=32 H=128 9.64 → 7.41, B=64 H=128 15.65 → 13.87, B=8 H=256 7.75 →
+// 7.53, B=32 H=256 22.79 → 20.67; B=32 H=64 drew (3.51 → 3.96; then the matmul primitive's
+// per-call set-up went, matmul.cpp: 3.24 → 2.20 ms inference). The backward's recurrences as
+// halves lost to the pipeline that runs the weight gradients beside them (B=64 H=128 23.5 →
+// 26.7, B=8 H=256 13.1 → 14.4), so they run as halves only where no pipeline runs (steps over
+// 8 M multiply-adds; then each chunk's weight GEMMs follow on both cores): backward op ms,
+// B=32 H=256 46.5 → 43.9 (and 46.5 → 43.4), B=48 77.2 → 71.5, B=64 85.6 → 83.5.
 constexpr int64_t kHalvesMaxWeights = 262144;
 inline bool batch_halves(int64_t B, bool packed, int64_t weights) {
   return B >= 8 && !packed && weights <= kHalvesMaxWeights && use_onednn_gemm() &&
          at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
 
-// f(b0, b1) for the batch rows' halves [0, ⌈B/2⌉) and [⌈B/2⌉, B) on two threads at once, or one
+// Where the halves meet: rows [0, mid) and [mid, B)
+inline int64_t halves_mid(int64_t B) { return (B + 1) / 2; }
+
+// f(b0, b1) for the batch rows' halves [0, mid) and [mid, B) on two threads at once, or one
 // after the other when only one thread comes.
 template <class F>
 void run_halves(int64_t B, const F& f) {
-  const int64_t mid = (B + 1) / 2;
+  const int64_t mid = halves_mid(B);
   std::atomic<bool> failed{false};
   on_two_threads(failed, [&] { f(0, mid), f(mid, B); }, [&](int64_t role) {
     if (role == 0) f(0, mid);
