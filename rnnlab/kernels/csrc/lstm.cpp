@@ -104,12 +104,11 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
         }
       }
     };
-    if (halves) {  // every step's projection first (both cores), then the halves
-      project_into(gates, x, w_ih, rows, 0, T);
-      return run_halves(B, [&](int64_t b0, int64_t b1) { steps(0, T, b0, b1, b0 ? *upper : *lower); });
-    }
     auto recurrence = [&](int64_t s0, int64_t s1) {
       if (split) return split_recurrence(s0, s1);
+      // (halves: never pipelined, so every step's projection ran first, on both cores)
+      if (halves)
+        return run_halves(B, [&](int64_t b0, int64_t b1) { steps(s0, s1, b0, b1, b0 ? *upper : *lower); });
       steps(s0, s1, 0, B, *all);
     };
     run_projected(order, rows, K, overlap, gates, x, w_ih, recurrence);
