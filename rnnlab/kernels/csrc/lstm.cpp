@@ -52,11 +52,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const scalar_t* c0v = c0c.data_ptr<scalar_t>();
     scalar_t* rv = proj ? r.data_ptr<scalar_t>() : nullptr;
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
-    // gates += h_{t-1} W_hh^T: one GEMM of all rows, or one per half (their pack slots 0, 1)
-    const int64_t mid = halves_mid(B);
-    std::optional<StepGemm<scalar_t>> all, lower, upper;
-    if (halves) lower.emplace(w, P, true, mid, 4 * H, P, 0), upper.emplace(w, P, true, B - mid, 4 * H, P, 1);
-    else all.emplace(w, P, true, B, 4 * H, P);
+    const BatchGemms<scalar_t> step(halves, w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
     // h_t = r_t W_hr^T: packed once and on one MKL thread like the recurrent GEMM (as a plain
     // 2-thread GEMM per step it cost a fork/join each step)
     std::optional<StepGemm<scalar_t>> project;
@@ -74,8 +70,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
         lstm_fwd_row(u.n(), H, g + u.u0, cp + u.u0, csv + t * H + u.u0, hsv + t * P + u.u0);
       });
     };
-    // the steps [s0, s1) of the batch rows [b0, b1) (all rows, or a half) through `step`
-    auto steps = [&](int64_t s0, int64_t s1, int64_t b0, int64_t b1, const StepGemm<scalar_t>& step) {
+    // the steps [s0, s1) of the batch rows [b0, b1) (all rows, or a half) through `gemm`
+    auto steps = [&](int64_t s0, int64_t s1, int64_t b0, int64_t b1, const StepGemm<scalar_t>& gemm) {
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
         const int64_t n = std::min(rows.rows_of(t), b1);  // rows [b0, n) run at t
@@ -86,7 +82,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
         scalar_t* g = gv + rows.off[t] * 4 * H;
         scalar_t* hn = hsv + rows.off[t] * P;
         scalar_t* cn = csv + rows.off[t] * H;
-        h.from(b0).gemm(step, 1, g + b0 * 4 * H, 4 * H, act - b0);
+        h.from(b0).gemm(gemm, 1, g + b0 * 4 * H, 4 * H, act - b0);
         scalar_t* rout = proj ? rv : hn;  // without projection r_t is h_t
         for_range(n - b0, 4 * H, [&](int64_t i0, int64_t i1) {
           for (int64_t b = b0 + i0; b < b0 + i1; ++b) {
@@ -108,8 +104,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
       if (split) return split_recurrence(s0, s1);
       // (halves: never pipelined, so every step's projection ran first, on both cores)
       if (halves)
-        return run_halves(B, [&](int64_t b0, int64_t b1) { steps(s0, s1, b0, b1, b0 ? *upper : *lower); });
-      steps(s0, s1, 0, B, *all);
+        return run_halves(B, [&](int64_t b0, int64_t b1) { steps(s0, s1, b0, b1, step.of(b0, b1)); });
+      steps(s0, s1, 0, B, step.of(0, B));
     };
     run_projected(order, rows, K, overlap, gates, x, w_ih, recurrence);
   });
@@ -171,12 +167,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     scalar_t* drv = dr.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     const scalar_t* w = whh.data_ptr<scalar_t>();
-    // dh += da W_hh: one GEMM of all rows, or one per half (pack slots 0, 1)
-    const int64_t mid = halves_mid(B);
-    std::optional<StepGemm<scalar_t>> all, lower, upper;
-    if (halves)
-      lower.emplace(w, P, false, mid, P, 4 * H, 0), upper.emplace(w, P, false, B - mid, P, 4 * H, 1);
-    else all.emplace(w, P, false, B, P, 4 * H);
+    const BatchGemms<scalar_t> step(halves, w, P, false, B, P, 4 * H);  // dh += da W_hh
     std::optional<UnitGemms<scalar_t>> units;  // (made after `step`: it reuses the pack slots)
     if (bsplit) units.emplace(whh, 4, H, B, true);
     std::optional<StepGemm<scalar_t>> back_project;  // dr = dh W_hr (as in the forward)
@@ -232,10 +223,10 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
         units->partials(i, u, da_t);
       }, [&](const Units& u) { units->add_partials(s1 - s0 - 1, u, dhv); });
     };
-    // the steps [s0, s1) of the batch rows [b0, b1) (all rows, or a half) through `step`
+    // the steps [s0, s1) of the batch rows [b0, b1) (all rows, or a half) through `gemm`
     auto steps = [&](int64_t s0, int64_t s1, int64_t t0, const scalar_t* gh_out, int64_t ldh,
                      const scalar_t* gc_out, int64_t ldc, scalar_t* dav, int64_t slot, int64_t b0,
-                     int64_t b1, const StepGemm<scalar_t>& step) {
+                     int64_t b1, const StepGemm<scalar_t>& gemm) {
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s), r0 = rows.off[t] - rows.off[t0];  // step t's chunk rows
         const int64_t n = std::min(rows.rows_of(t), b1);  // rows [b0, n) run at t
@@ -275,7 +266,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
                          cprev.row(b), drv + b * H, dcb, d);
           }
         });
-        step(da_t + b0 * 4 * H, 4 * H, 1, dhv + b0 * P, P, act - b0);
+        gemm(da_t + b0 * 4 * H, 4 * H, 1, dhv + b0 * P, P, act - b0);
       }
     };
     // the recurrence of the chunk [s0, s1) of steps as run: da of each step into slot's buffer
@@ -292,9 +283,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       if (bsplit) return bsplit_steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav);
       if (halves)
         return run_halves(B, [&](int64_t b0, int64_t b1) {
-          steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav, slot, b0, b1, b0 ? *upper : *lower);
+          steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav, slot, b0, b1, step.of(b0, b1));
         });
-      steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav, slot, 0, B, *all);
+      steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav, slot, 0, B, step.of(0, B));
     };
     // the chunk's weight gradients, as GEMMs over all its steps
     auto weight_grads = [&](int64_t slot, int64_t s0, int64_t s1) {

@@ -95,6 +95,24 @@ inline bool batch_halves(int64_t B, bool packed, int64_t weights) {
 // Where the halves meet: rows [0, mid) and [mid, B)
 inline int64_t halves_mid(int64_t B) { return (B + 1) / 2; }
 
+// A sequence's per-step GEMM (StepGemm, packed.h) over all B rows, or, for batch halves, one per
+// half (pack slots 0 and 1); `of(b0, b1)` is the one for rows [b0, b1).
+template <typename T>
+class BatchGemms {
+ public:
+  BatchGemms(bool halves, const T* w, int64_t ldw, bool trans, int64_t B, int64_t N, int64_t K) {
+    const int64_t mid = halves_mid(B);
+    if (halves) lower_.emplace(w, ldw, trans, mid, N, K, 0), upper_.emplace(w, ldw, trans, B - mid, N, K, 1);
+    else all_.emplace(w, ldw, trans, B, N, K);
+  }
+  const StepGemm<T>& of(int64_t b0, int64_t b1) const {
+    return all_ ? *all_ : b0 > 0 ? *upper_ : *lower_;
+  }
+
+ private:
+  std::optional<StepGemm<T>> all_, lower_, upper_;
+};
+
 // f(b0, b1) for the batch rows' halves [0, mid) and [mid, B) on two threads at once, or one
 // after the other when only one thread comes.
 template <class F>
