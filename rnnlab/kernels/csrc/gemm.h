@@ -90,6 +90,22 @@ inline bool use_onednn_gemm() {
 // one thread: M=15 513 → 321, M=16 463 → 654; [32, 256] @ [256, 1024] two threads 116 → 164),
 // and from 256 rows it is ahead again ([3200, 256] @ [256, 1024] 11 992 → 7 802).
 inline bool onednn_rows(int64_t M) { return M < 16 || M >= 256; }
+// The whole-matrix GEMMs (mm_into: input projections, dx, weight gradients) also for M in
+// [16, 256) unless B is transposed and large: the cliff above is dnnl_sgemm packing a transposed
+// B ([N, K] read as op(B) = B^T) on every call, which costs ~N·K, so M rows pay for it from about
+// N·K / 4096. Two threads, µs, MKL → oneDNN: op(B) = B^T (the input projection x W_ih^T) [100,
+// 128] @ [128, 512] 91 → 80, [128, …] 178 → 100, [16, …] 24 → 24; [64, 256] @ [256, 1024] 290 →
+// 275, [32, …] 168 → 196 (loses below N·K / 4096); [100, 512] @ [512, 2048] 1708 → 1918 (loses:
+// MKL keeps it); B as stored (dx = da W_ih) [200, 2048] @ [2048, 512] 2645 → 2146, [64, 512] @
+// [512, 128] 50 → 43, [100, 1024] @ [1024, 256] 292 → 240; B^T first (dW = da^T x) [32, 672] @
+// [672, 32] 18 → 10. Layers, same process, switched per call, alternating, training / inference
+// ms, old rule → this one: LSTM B=1 H=128 1.12 → 1.03 / 0.350 → 0.342, H=256 T=150 6.15 → 5.83 /
+// 1.68 → 1.55, H=512 21.1 → 19.8; LSTM B=8 H=512 71.0 → 68.3, B=8 H=256 20.1 → 19.3, B=32 H=128
+// 19.3 → 18.3; GRU B=8 H=512 77.3 → 72.6, B=8 H=128 5.01 → 4.76 / 1.51 → 1.36; RNN B=1 H=64 T=96
+// 0.415 → 0.320; T=1000 B=1 LSTM H=128 10.1 → 9.6, GRU H=64 3.04 → 2.82.
+inline bool onednn_takes(int64_t M, int64_t N, int64_t K, bool trans_b) {
+  return onednn_rows(M) || !trans_b || M * 4096 >= N * K;
+}
 
 // Row-major C[M, N] = alpha op(A) op(B) + beta C through oneDNN, on one thread when `serial`
 // (OpenMP's thread count is the calling thread's own setting, restored after; inside a parallel
@@ -118,13 +134,14 @@ inline std::pair<bool, int64_t> operand(const at::Tensor& x) {
 }
 
 // out = a @ b + beta·out for 2-D tensors (any of them a transposed or narrowed view): oneDNN for
-// float when it is the GEMM library, the rows suit it and the strides allow, else ATen (MKL).
+// float when it is the GEMM library, the shape suits it (onednn_takes) and the strides allow,
+// else ATen (MKL).
 inline void mm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, double beta = 0) {
-  if (use_onednn_gemm() && out.scalar_type() == at::kFloat && out.numel() > 0 && a.size(1) > 0 &&
-      onednn_rows(out.size(0))) {
+  if (use_onednn_gemm() && out.scalar_type() == at::kFloat && out.numel() > 0 && a.size(1) > 0) {
     const auto [ta, lda] = operand(a);
     const auto [tb, ldb] = operand(b);
-    if (lda > 0 && ldb > 0 && out.stride(1) == 1 && out.stride(0) >= out.size(1)) {
+    const bool takes = onednn_takes(out.size(0), out.size(1), a.size(1), tb);
+    if (takes && lda > 0 && ldb > 0 && out.stride(1) == 1 && out.stride(0) >= out.size(1)) {
       onednn_sgemm(ta, tb, out.size(0), out.size(1), a.size(1), 1.0f, a.data_ptr<float>(), lda,
                    b.data_ptr<float>(), ldb, static_cast<float>(beta), out.data_ptr<float>(),
                    out.stride(0));
