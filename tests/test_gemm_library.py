@@ -2,9 +2,10 @@
 the BLAS libtorch exports (MKL) or oneDNN's dnnl_sgemm. Each is forced in turn, whatever the CPU's
 default, and the fused path must match the reference path (outputs and every gradient) on the
 shapes that reach each GEMM form: B = 1 (mat-vec, BLAS's gemv above 1 MB of weights), one-thread
-steps, steps under 16 rows (oneDNN: dnnl_sgemm) and of 16 or more (oneDNN: its matmul primitive
-with W reordered once; BLAS: MKL's packed GEMM), the split by hidden units (forward and backward),
-packed input (shorter steps than the primitive's rows), two directions at once, a streaming step."""
+steps, steps under 16 rows (oneDNN: dnnl_sgemm, or its matmul primitive from 4 rows once W has
+2 MB) and of 16 or more (oneDNN: the matmul primitive with W reordered once; BLAS: MKL's packed
+GEMM), the split by hidden units (forward and backward), packed input (shorter steps than the
+primitive's rows), two directions at once, a streaming step."""
 
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ SHAPES = {
     "B9-serial": (9, 24, 6),          # one-thread steps (< 1.2 M multiply-adds), < 16 rows
     "B20-two-thread": (20, 144, 8),   # two-thread steps of ≥ 16 rows (matmul / MKL packed)
     "B40-packed": (40, 112, 8),       # ≥ 16 rows, one thread for the RNN, two for the others
+    "B6-large-w": (6, 368, 8),        # LSTM: < 16 rows on the matmul primitive (W_hh ≥ 2 MB)
 }
 
 

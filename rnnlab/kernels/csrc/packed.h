@@ -76,6 +76,21 @@ class StepGemm {
   int64_t M_, N_, K_;
 };
 
+// Per-step GEMMs that run oneDNN's matmul primitive (W reordered once per sequence) when oneDNN
+// is the library: from 16 rows, and from 4 rows once W has 512 K elements (2 MB, more than one
+// core's L2); below, dnnl_sgemm on W as it lies. Standalone, µs per step: [8, 512] @ [512,
+// 2048]^T two threads 126 → 85 (sgemm → matmul), [4, 512] @ [512, 2048]^T one thread 122–146
+// → 84–91, [4, 256] @ [256, 1024]^T 28–36 → 21–22. In the layers only the large W kept a gain:
+// same process, alternating, LSTM op ms, M ≥ 16 → M ≥ 4 with 2 MB of W: forward B=4 H=512 14.3
+// → 12.8 and 13.4 → 12.3, B=8 24.2 → 21.9 and 19.5 → 19.2, B=12 34.6 → 30.9; backward (split
+// by units: each core's 1024 rows of W_hh) B=8 45.5 → 44.8, B=12 72.8 → 70.4; training layer
+// B=8 H=512 65.2 → 63.8, B=4 39.4 → 37.0; GRU B=4/8 H=512 even. At smaller W matmul lost (M ≥ 2
+// everywhere: LSTM B=8 H=64 training 2.64 → 3.11, H=128 7.30 → 7.85, GRU B=8 H=256 13.5 →
+// 14.3), and at M = 2 (B=2 H=512 forward 9.06 → 11.03).
+inline bool matmul_rows(int64_t M, int64_t weights) {
+  return M >= 16 || (M >= 4 && weights >= 524288);
+}
+
 template <>
 class StepGemm<float> {
  public:
@@ -86,9 +101,10 @@ class StepGemm<float> {
     // (gemm.h onednn_rows), its matmul primitive the full-batch steps of more (matmul.cpp; W
     // reordered once, as MKL's pack is) and gemm() on W a packed sequence's shorter ones.
     // Otherwise MKL's packed GEMM.
-    sgemm_ = M > 1 && M < 16 && use_onednn_gemm();
+    const bool blocked = matmul_rows(M, N * K);
+    sgemm_ = M > 1 && !blocked && use_onednn_gemm();
 #ifdef RNNLAB_ONEDNN
-    if (M >= 16 && use_onednn_gemm()) matmul_ = onednn_matmul(w, ldw, trans, M, N, K);
+    if (blocked && use_onednn_gemm()) matmul_ = onednn_matmul(w, ldw, trans, M, N, K);
 #endif
     packed_ = M > 1 && !matmul_ && !sgemm_;  // B = 1: gemv_step
     if (!packed_) return;
