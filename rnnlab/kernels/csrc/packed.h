@@ -97,10 +97,10 @@ class StepGemm<float> {
   StepGemm(const float* w, int64_t ldw, bool trans, int64_t M, int64_t N, int64_t K, int slot = 0)
       : w_(w), ldw_(ldw), trans_(trans), M_(M), N_(N), K_(K) {
     serial_ = M * N * K < kSerialStep;
-    // oneDNN as the GEMM library (gemm.h): dnnl_sgemm runs the steps of fewer than 16 rows
-    // (gemm.h onednn_rows), its matmul primitive the full-batch steps of more (matmul.cpp; W
-    // reordered once, as MKL's pack is) and gemm() on W a packed sequence's shorter ones.
-    // Otherwise MKL's packed GEMM.
+    // oneDNN as the GEMM library (gemm.h): its matmul primitive runs the full-batch steps that
+    // matmul_rows picks (matmul.cpp; W reordered once, as MKL's pack is), gemm() on W a packed
+    // sequence's shorter ones, dnnl_sgemm the other steps of more than one row. Otherwise MKL's
+    // packed GEMM.
     const bool blocked = matmul_rows(M, N * K);
     sgemm_ = M > 1 && !blocked && use_onednn_gemm();
 #ifdef RNNLAB_ONEDNN
