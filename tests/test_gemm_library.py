@@ -104,9 +104,11 @@ def test_lstm_in_batch_halves_matches_torch(two_threads, monkeypatch, batch, hid
     batch halves, one per core (csrc/split.h batch_halves): B = 9 splits 5 + 4 rows (under 16:
     dnnl_sgemm), B = 20 10 + 10; at B = 32, H = 256 (steps above the backward pipeline's 8 M
     multiply-adds) the backward's recurrences too. With lengths=, the finished rows of each half
-    stay frozen; the reverse direction runs its halves right to left (its directions in turn,
-    not one per core: PAIR_MAX_BYTES 0); float64 takes BLAS's dgemm per half. Training, and
-    inference on rnnlab's kernel (not oneDNN's RNN primitive)."""
+    stay frozen; as a packed sequence, the forward's halves meet where their work balances (the
+    longest sequences in the lower half; halves_mid) and the reverse direction's halves start
+    at different steps. The reverse direction runs its halves right to left (its directions in
+    turn, not one per core: PAIR_MAX_BYTES 0); float64 takes BLAS's dgemm per half. Training,
+    and inference on rnnlab's kernel (not oneDNN's RNN primitive)."""
     monkeypatch.setattr(kernels, "PAIR_MAX_BYTES", 0)
     before = kernels.gemm_library()
     kernels.gemm_library("onednn")
@@ -117,8 +119,8 @@ def test_lstm_in_batch_halves_matches_torch(two_threads, monkeypatch, batch, hid
         lengths = torch.randint(1, 13, (batch,))
         lengths[0] = 12
         tol = {"atol": 2e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 1e-10, "rtol": 1e-10}
-        for lens in (None, lengths):
-            got = outputs_and_grads(ours, x, packed=False, lengths=lens)
+        for lens, packed in ((None, False), (lengths, False), (lengths, True)):
+            got = outputs_and_grads(ours, x, packed=packed, lengths=lens)
             expected = outputs_and_grads(ref, x, packed=lens is not None, lengths=lens)
             for a, b in zip(got, expected, strict=True):
                 torch.testing.assert_close(a, b, **tol)

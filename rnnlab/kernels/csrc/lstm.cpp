@@ -31,7 +31,8 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
   const bool split =
       !proj && !rows.packed && split_units(B, mask.has_value() && mask->defined(), 4 * H * P, false);
   // B ≥ 8 without projection on the EPYC: two halves of the batch, one per core (split.h)
-  const bool halves = !split && !proj && batch_halves(B, rows.packed, 4 * H * P);
+  const bool halves = !split && !proj && batch_halves(B, 4 * H * P);
+  const int64_t mid = halves ? halves_mid(rows) : 0;
   const bool overlap = !split && !halves && overlap_chunks((T + K - 1) / K, B, B * 4 * H * P, false);
   auto gates = workspace_like(x, rows, 4 * H);  // (recycled: cache.h)
   auto hs = steps_like(x, rows, P);
@@ -52,7 +53,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
     const scalar_t* c0v = c0c.data_ptr<scalar_t>();
     scalar_t* rv = proj ? r.data_ptr<scalar_t>() : nullptr;
     const scalar_t* bv = has_bias ? bias.data_ptr<scalar_t>() : nullptr;
-    const BatchGemms<scalar_t> step(halves, w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
+    const BatchGemms<scalar_t> step(halves, mid, w, P, true, B, 4 * H, P);  // gates += h_{t-1} W_hh^T
     // h_t = r_t W_hr^T: packed once and on one MKL thread like the recurrent GEMM (as a plain
     // 2-thread GEMM per step it cost a fork/join each step)
     std::optional<StepGemm<scalar_t>> project;
@@ -75,6 +76,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
       for (int64_t s = s0; s < s1; ++s) {
         const int64_t t = order.at(s);
         const int64_t n = std::min(rows.rows_of(t), b1);  // rows [b0, n) run at t
+        if (n <= b0) continue;  // (packed: the upper half's sequences have all ended, or not begun)
         const int64_t act = std::clamp<int64_t>(active[t], b0, n);  // … and [b0, act) unmasked
         // (h, c)_{t-1}, by row
         const PrevRows<scalar_t> h = prev_rows(rows, order, t, hsv, h0v, P);
@@ -104,7 +106,7 @@ std::tuple<Tensor, Tensor, Tensor> lstm_fwd(
       if (split) return split_recurrence(s0, s1);
       // (halves: never pipelined, so every step's projection ran first, on both cores)
       if (halves)
-        return run_halves(B, [&](int64_t b0, int64_t b1) { steps(s0, s1, b0, b1, step.of(b0, b1)); });
+        return run_halves(B, mid, [&](int64_t b0, int64_t b1) { steps(s0, s1, b0, b1, step.of(b0, b1)); });
       steps(s0, s1, 0, B, step.of(0, B));
     };
     run_projected(order, rows, K, overlap, gates, x, w_ih, recurrence);
@@ -135,7 +137,9 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   const bool overlap =
       !split && !bsplit && overlap_chunks((T + K_one - 1) / K_one, B, B * P * 4 * H, true);
   // a serial backward's recurrences as two batch halves, one per core (split.h)
-  const bool halves = !split && !bsplit && !overlap && !proj && batch_halves(B, rows.packed, 4 * H * P);
+  const bool halves =
+      !split && !bsplit && !overlap && !proj && !rows.packed && batch_halves(B, 4 * H * P);
+  const int64_t mid = halves ? halves_mid(rows) : 0;
   const int64_t K = pipelined_chunk(K_one, overlap);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   auto da = at::empty({slots, K * B, 4 * H}, x.options());  // chunks' pre-activation gradients
@@ -167,7 +171,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
     scalar_t* drv = dr.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     const scalar_t* w = whh.data_ptr<scalar_t>();
-    const BatchGemms<scalar_t> step(halves, w, P, false, B, P, 4 * H);  // dh += da W_hh
+    const BatchGemms<scalar_t> step(halves, mid, w, P, false, B, P, 4 * H);  // dh += da W_hh
     std::optional<UnitGemms<scalar_t>> units;  // (made after `step`: it reuses the pack slots)
     if (bsplit) units.emplace(whh, 4, H, B, true);
     std::optional<StepGemm<scalar_t>> back_project;  // dr = dh W_hr (as in the forward)
@@ -230,6 +234,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s), r0 = rows.off[t] - rows.off[t0];  // step t's chunk rows
         const int64_t n = std::min(rows.rows_of(t), b1);  // rows [b0, n) run at t
+        if (n <= b0) continue;  // (packed: the upper half's sequences have all ended, or not begun)
         const int64_t act = std::clamp<int64_t>(active[t], b0, n);  // … and [b0, act) unmasked
         // split dh into the part entering the cell (valid step) and the part kept (padding; packed:
         // rows past n_t are sequences not running at t, whose dh waits untouched)
@@ -282,7 +287,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       if (split) return split_steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav);
       if (bsplit) return bsplit_steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav);
       if (halves)
-        return run_halves(B, [&](int64_t b0, int64_t b1) {
+        return run_halves(B, mid, [&](int64_t b0, int64_t b1) {
           steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav, slot, b0, b1, step.of(b0, b1));
         });
       steps(s0, s1, t0, gh_out, ldh, gc_out, ldc, dav, slot, 0, B, step.of(0, B));
