@@ -72,8 +72,8 @@ inline bool split_batch_back(int64_t B, int64_t H) {
 }
 
 // The LSTM at B ≥ 8 as two batch halves (without projection; oneDNN as the GEMM library, i.e.
-// the EPYC; packed input in the forward only, see halves_mid). Forward: the input projection of all steps first, one GEMM on both
-// cores, then each core runs the whole time loop over its half of the batch rows, its own
+// the EPYC; packed input in the forward only, see halves_mid). Forward: the input projection
+// of all steps first, one GEMM on both cores, then each core runs the whole time loop over its half of the batch rows, its own
 // one-thread step GEMM and gate pass; the rows never meet, so nothing is exchanged. The chunk
 // pipeline it replaces runs every step on one core while the other projects the next chunk,
 // which takes it ~⅓ of the time (perf, LSTM B=64 H=64: the second core 62 % in libgomp's
