@@ -71,21 +71,21 @@ inline bool split_batch_back(int64_t B, int64_t H) {
   return B > 1 && H >= 256 && B * 48 <= H && at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
 
-// The LSTM at B ≥ 8 as two batch halves (without projection; oneDNN as the GEMM library, i.e.
-// the EPYC; packed input in the forward only, see halves_mid). Forward: the input projection
-// of all steps first, one GEMM on both cores, then each core runs the whole time loop over its half of the batch rows, its own
-// one-thread step GEMM and gate pass; the rows never meet, so nothing is exchanged. The chunk
-// pipeline it replaces runs every step on one core while the other projects the next chunk,
-// which takes it ~⅓ of the time (perf, LSTM B=64 H=64: the second core 62 % in libgomp's
-// spin-wait). Up to 1 MB of W_hh, which each core then reads whole. Same process, alternating,
-// 2 threads, T=100, op ms, pipelined → halves: B=8 H=64 0.79 → 0.65, B=64 H=64 6.10 → 5.44,
-// B=8 H=128 2.33 → 1.90, B=32 H=128 9.64 → 7.41, B=64 H=128 15.65 → 13.87, B=8 H=256 7.75 →
-// 7.53, B=32 H=256 22.79 → 20.67; B=32 H=64 drew (3.51 → 3.96; then the matmul primitive's
-// per-call set-up went, matmul.cpp: 3.24 → 2.20 ms inference). The backward's recurrences as
-// halves lost to the pipeline that runs the weight gradients beside them (B=64 H=128 23.5 →
-// 26.7, B=8 H=256 13.1 → 14.4), so they run as halves only where no pipeline runs (steps over
-// 8 M multiply-adds; then each chunk's weight GEMMs follow on both cores): backward op ms,
-// B=32 H=256 46.5 → 43.9 (and 46.5 → 43.4), B=48 77.2 → 71.5, B=64 85.6 → 83.5.
+// The LSTM at B ≥ 8 as two batch halves (without projection; oneDNN as the GEMM library, i.e. the
+// EPYC; packed input in the forward only, see halves_mid). Forward: the input projection of all
+// steps first, one GEMM on both cores, then each core runs the whole time loop over its half of the
+// batch rows, its own one-thread step GEMM and gate pass; the rows never meet, so nothing is
+// exchanged. The chunk pipeline it replaces runs every step on one core while the other projects
+// the next chunk, which takes it ~⅓ of the time (perf, LSTM B=64 H=64: the second core 62 % in
+// libgomp's spin-wait). Up to 1 MB of W_hh, which each core then reads whole. Same process,
+// alternating, 2 threads, T=100, op ms, pipelined → halves: B=8 H=64 0.79 → 0.65, B=64 H=64 6.10 →
+// 5.44, B=8 H=128 2.33 → 1.90, B=32 H=128 9.64 → 7.41, B=64 H=128 15.65 → 13.87, B=8 H=256 7.75 →
+// 7.53, B=32 H=256 22.79 → 20.67; B=32 H=64 drew (3.51 → 3.96; then the matmul primitive's per-call
+// set-up went, matmul.cpp: 3.24 → 2.20 ms inference). The backward's recurrences as halves lost to
+// the pipeline that runs the weight gradients beside them (B=64 H=128 23.5 → 26.7, B=8 H=256 13.1 →
+// 14.4), so they run as halves only where no pipeline runs (steps over 8 M multiply-adds; then each
+// chunk's weight GEMMs follow on both cores): backward op ms, B=32 H=256 46.5 → 43.9 (and 46.5 →
+// 43.4), B=48 77.2 → 71.5, B=64 85.6 → 83.5.
 constexpr int64_t kHalvesMaxWeights = 262144;
 inline bool batch_halves(int64_t B, int64_t weights) {
   return B >= 8 && weights <= kHalvesMaxWeights && use_onednn_gemm() &&
