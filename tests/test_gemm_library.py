@@ -99,22 +99,24 @@ def test_fused_matches_reference_under_each_library(library, two_threads, mode, 
 @pytest.mark.skipif(not kernels.ONEDNN, reason="extension built without oneDNN: no batch halves")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("batch,hidden", [(9, 40), (20, 40), (32, 256)])
-def test_lstm_in_batch_halves_matches_torch(two_threads, monkeypatch, batch, hidden, dtype):
-    """With oneDNN as the library and two threads, a dense LSTM forward of B ≥ 8 runs as two
-    batch halves, one per core (csrc/split.h batch_halves): B = 9 splits 5 + 4 rows (under 16:
-    dnnl_sgemm), B = 20 10 + 10; at B = 32, H = 256 (steps above the backward pipeline's 8 M
-    multiply-adds) the backward's recurrences too. With lengths=, the finished rows of each half
-    stay frozen; as a packed sequence, the forward's halves meet where their work balances (the
-    longest sequences in the lower half; halves_mid) and the reverse direction's halves start
-    at different steps. The reverse direction runs its halves right to left (its directions in
-    turn, not one per core: PAIR_MAX_BYTES 0); float64 takes BLAS's dgemm per half. Training,
-    and inference on rnnlab's kernel (not oneDNN's RNN primitive)."""
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_batch_halves_match_torch(two_threads, monkeypatch, cell, batch, hidden, dtype):
+    """With oneDNN as the library and two threads, a forward of B ≥ 8 runs as two batch halves,
+    one per core (csrc/split.h batch_halves; the GRU where it is not split by units, i.e. not at
+    B = 32, H = 256): B = 9 splits 5 + 4 rows (under 16: dnnl_sgemm), B = 20 10 + 10; at B = 32,
+    H = 256 (steps above the backward pipeline's 8 M multiply-adds) the LSTM backward's
+    recurrences too. With lengths=, the finished rows of each half stay frozen; as a packed
+    sequence, the forward's halves meet where their work balances (the longest sequences in the
+    lower half; halves_mid) and the reverse direction's halves start at different steps. The
+    reverse direction runs its halves right to left (its directions in turn, not one per core:
+    PAIR_MAX_BYTES 0); float64 takes BLAS's dgemm per half. Training, and inference on rnnlab's
+    kernel (not oneDNN's RNN primitive)."""
     monkeypatch.setattr(kernels, "PAIR_MAX_BYTES", 0)
     before = kernels.gemm_library()
     kernels.gemm_library("onednn")
     try:
         torch.manual_seed(0)
-        ref, ours = pair("lstm", 6, hidden, dtype, num_layers=2, bidirectional=True)
+        ref, ours = pair(cell, 6, hidden, dtype, num_layers=2, bidirectional=True)
         x = torch.randn(12, batch, 6, dtype=dtype)
         lengths = torch.randint(1, 13, (batch,))
         lengths[0] = 12
