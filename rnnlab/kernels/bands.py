@@ -45,7 +45,10 @@ _AMD: dict[int, dict[str, list[Band]]] = {
     2: {
         # LSTM: ours up to H = 128 below B = 32 since its forward runs as batch halves (split.h)
         "lstm": [(64, INF, 0), (128, 32, INF), (256, 4, INF), (INF, 1, INF)],
-        "gru": [(64, INF, 0), (128, 32, INF), (256, 8, INF), (INF, 2, INF)],
+        # GRU: ours up to H = 128 since its forward runs as batch halves too (oneDNN → ours,
+        # ms, alternating: H=128 B=32 4.59 → 4.42 and 4.74 → 4.52, B=48 6.74 → 6.24, B=64 8.64
+        # → 8.12 and 8.29 → 8.03); oneDNN keeps H=256 B=64 (28.5 vs 30.8)
+        "gru": [(128, INF, 0), (256, 8, INF), (INF, 2, INF)],
         "rnn": [(256, INF, 0), (INF, 8, INF)],
     },
     1: {  # one thread: GRU H=512 B=1 6.28 vs 6.70, B=64 187 vs 207; RNN ours (H=512 B=64 67.9
