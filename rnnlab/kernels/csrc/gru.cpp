@@ -69,7 +69,8 @@ std::tuple<Tensor, Tensor> gru_fwd(const Tensor& x, const c10::optional<Tensor>&
     const scalar_t* bnv = bn.data_ptr<scalar_t>();
     const bool* m = mask_ptr(mask);
     const scalar_t* h0v = h0c.data_ptr<scalar_t>();
-    // q = h_{t-1} W_hh^T: whole, or W_hh's halves by units (batched split; same pack slots)
+    // q = h_{t-1} W_hh^T: whole, per batch half (halves), or W_hh's halves by units (batched
+    // split; same pack slots)
     std::optional<BatchGemms<scalar_t>> step_rz;
     std::optional<StepGemm<scalar_t>> step_n;  // "before" only
     std::optional<UnitGemms<scalar_t>> units;

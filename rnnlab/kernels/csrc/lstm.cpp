@@ -234,7 +234,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
       for (int64_t s = s1 - 1; s >= s0; --s) {
         const int64_t t = order.at(s), r0 = rows.off[t] - rows.off[t0];  // step t's chunk rows
         const int64_t n = std::min(rows.rows_of(t), b1);  // rows [b0, n) run at t
-        if (n <= b0) continue;  // (packed: the upper half's sequences have all ended, or not begun)
         const int64_t act = std::clamp<int64_t>(active[t], b0, n);  // … and [b0, act) unmasked
         // split dh into the part entering the cell (valid step) and the part kept (padding; packed:
         // rows past n_t are sequences not running at t, whose dh waits untouched)

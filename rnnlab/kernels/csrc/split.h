@@ -71,8 +71,9 @@ inline bool split_batch_back(int64_t B, int64_t H) {
   return B > 1 && H >= 256 && B * 48 <= H && at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
 
-// The LSTM at B ≥ 8 as two batch halves (without projection; oneDNN as the GEMM library, i.e. the
-// EPYC; packed input in the forward only, see halves_mid). Forward: the input projection of all
+// The LSTM (and the GRU's forward, reset "after", where it is not split by units: gru.cpp) at
+// B ≥ 8 as two batch halves (without projection; oneDNN as the GEMM library, i.e. the EPYC;
+// packed input in the forward only, see halves_mid). Forward: the input projection of all
 // steps first, one GEMM on both cores, then each core runs the whole time loop over its half of the
 // batch rows, its own one-thread step GEMM and gate pass; the rows never meet, so nothing is
 // exchanged. The chunk pipeline it replaces runs every step on one core while the other projects
