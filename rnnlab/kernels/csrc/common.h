@@ -1,5 +1,6 @@
-// Shared helpers of the fused whole-sequence kernels: row-major GEMM on raw pointers, activations,
-// optional-tensor access. Layout conventions (all row-major, time-major):
+// Shared helpers of the fused whole-sequence kernels: where each step's rows live, chunks of
+// steps, weight and bias gradients, optional-tensor access (the GEMM calls: gemm.h; the per-row
+// gate math: rows.h). Layout conventions (all row-major, time-major):
 //   x  [T, B, I]   input            mask [T, B, 1] bool (optional: all steps valid)
 //   w_ih [G*H, I]  w_hh [G*H, P]    gate rows [i|f|g|o] (LSTM) or [r|z|n] (GRU)
 //   hs [T, B, P]   carried states (frozen on padded steps), the layer output before masking
@@ -23,75 +24,6 @@
 namespace rnnlab {
 
 using at::Tensor;
-
-// BLAS (Fortran interface, LP64) as exported by libtorch_cpu (MKL in the x86-64 wheels). Called
-// on raw pointers: no tensor is created per time step.
-extern "C" {
-void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
-            const float* beta, float* c, const int* ldc);
-void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
-            const double* beta, double* c, const int* ldc);
-void sgemv_(const char* t, const int* m, const int* n, const float* alpha, const float* a,
-            const int* lda, const float* x, const int* incx, const float* beta, float* y,
-            const int* incy);
-void dgemv_(const char* t, const int* m, const int* n, const double* alpha, const double* a,
-            const int* lda, const double* x, const int* incx, const double* beta, double* y,
-            const int* incy);
-}
-
-inline void blas_gemv(const char* t, const int* m, const int* n, const float* alpha,
-                      const float* a, const int* lda, const float* x, const int* incx,
-                      const float* beta, float* y, const int* incy) {
-  sgemv_(t, m, n, alpha, a, lda, x, incx, beta, y, incy);
-}
-inline void blas_gemv(const char* t, const int* m, const int* n, const double* alpha,
-                      const double* a, const int* lda, const double* x, const int* incx,
-                      const double* beta, double* y, const int* incy) {
-  dgemv_(t, m, n, alpha, a, lda, x, incx, beta, y, incy);
-}
-
-// Row-major y[N] = op(W) a + beta·y with op(W) = W^T (W [N, K], trans) or W (W [K, N]).
-template <typename T>
-inline void gemv(bool trans, int64_t N, int64_t K, const T* w, int64_t ldw, const T* a, T beta, T* y) {
-  // column-major view of row-major W [N, K] is W^T [K, N]: y = W a is a 'T' gemv on it
-  const char t = trans ? 'T' : 'N';
-  const int m = static_cast<int>(trans ? K : N), n = static_cast<int>(trans ? N : K);
-  if constexpr (std::is_same<T, float>::value) {
-    if (use_onednn_gemm())  // y[1, N] = a[1, K] op(W) (gemm.h)
-      return onednn_sgemm(false, trans, 1, N, K, 1.0f, a, K, w, ldw, beta, y, N);
-  }
-  const int ld = static_cast<int>(ldw), one = 1;
-  const T alpha = 1;
-  blas_gemv(&t, &m, &n, &alpha, w, &ld, a, &one, &beta, y, &one);
-}
-
-inline void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-                      const float* alpha, const float* a, const int* lda, const float* b,
-                      const int* ldb, const float* beta, float* c, const int* ldc) {
-  sgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-inline void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-                      const double* alpha, const double* a, const int* lda, const double* b,
-                      const int* ldb, const double* beta, double* c, const int* ldc) {
-  dgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-// Row-major C[M, N] = alpha * op(A)[M, K] @ op(B)[K, N] + beta * C. BLAS is column-major, and a
-// row-major matrix read column-major is its transpose, so this computes C^T = op(B)^T op(A)^T.
-template <typename T>
-inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
-                 int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
-  if constexpr (std::is_same<T, float>::value) {
-    if (use_onednn_gemm() && onednn_rows(M))
-      return onednn_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-  }
-  const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
-  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
-  const int la = static_cast<int>(lda), lb = static_cast<int>(ldb), lc = static_cast<int>(ldc);
-  blas_gemm(&tb, &ta, &m, &n, &k, &alpha, B, &lb, A, &la, &beta, C, &lc);
-}
 
 // Pointer to the data of an optional tensor, or nullptr.
 template <typename T>
@@ -120,10 +52,39 @@ inline Tensor rows2d(const Tensor& a) {
 inline void acc_tn(Tensor out, const Tensor& a, const Tensor& b, bool first) {
   mm_into(out, a.t(), b, first ? 0 : 1);
 }
-// out = Σ_rows a (first) or out += Σ_rows a: a bias gradient, as acc_tn
-inline void acc_rows(Tensor out, const Tensor& a, bool first) {
-  if (first) at::sum_out(out, a, 0);
-  else out.add_(a.sum(0));
+// out = Σ_rows a (first) or out += Σ_rows a: a bias gradient, as acc_tn. With b: of a ⊙ b, kept
+// in prod (a fresh [rows, n] tensor). Our own pass (rows.h col_sums), both threads on half the
+// columns each where it is not inside a parallel region: at::sum and at::mul took 5.6 ms of the
+// GRU's B=64 H=256 backward (25 sums, 8 products), reading cold, strided chunks on one thread.
+inline void acc_rows(Tensor out, const Tensor& a, bool first, const Tensor* b = nullptr,
+                     Tensor* prod = nullptr) {
+  const bool rows_of_columns = a.dim() == 2 && a.stride(1) == 1 && out.is_contiguous() &&
+                               (!b || (b->dim() == 2 && b->stride(1) == 1));
+  if (!rows_of_columns) {  // (a view with strided columns: ATen's reduction)
+    Tensor s = a;
+    if (b) s = *prod = a * *b;
+    if (first) at::sum_out(out, s, 0);
+    else out.add_(s.sum(0));
+    return;
+  }
+  const int64_t rows = a.size(0), n = a.size(1);
+  if (b) *prod = at::empty({rows, n}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "acc_rows", [&] {
+    const scalar_t* av = a.data_ptr<scalar_t>();
+    const scalar_t* bv = b ? b->data_ptr<scalar_t>() : nullptr;
+    scalar_t* pv = b ? prod->data_ptr<scalar_t>() : nullptr;
+    scalar_t* ov = out.data_ptr<scalar_t>();
+    const int64_t half = (n / 2 + 15) / 16 * 16;  // halves on 64-byte lines
+    auto cols = [&](int64_t j0, int64_t j1) {
+      col_sums(av + j0, a.stride(0), rows, j1 - j0, ov + j0, first, bv ? bv + j0 : nullptr,
+               b ? b->stride(0) : 0, pv ? pv + j0 : nullptr, n);
+    };
+    if (rows * n < 65536 || half >= n || at::in_parallel_region() || at::get_num_threads() < 2)
+      return cols(0, n);
+    at::parallel_for(0, 2, 1, [&](int64_t i0, int64_t i1) {
+      for (int64_t i = i0; i < i1; ++i) cols(i == 0 ? 0 : half, i == 0 ? half : n);
+    });
+  });
 }
 
 // Where each step's rows live. Dense sequences ([T, B, ·] tensors): step t is rows [tB, (t+1)B) of

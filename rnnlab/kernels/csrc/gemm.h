@@ -1,5 +1,6 @@
-// Which library runs the kernels' float32 GEMMs: the BLAS libtorch exports (MKL in the x86-64
-// wheels) or oneDNN's dnnl_sgemm (the wheel the oneDNN path links; built with RNNLAB_ONEDNN).
+// The kernels' row-major gemm/gemv on raw pointers (at the end), and which library runs their
+// float32 calls: the BLAS libtorch exports (MKL in the x86-64 wheels) or oneDNN's dnnl_sgemm (the
+// wheel the oneDNN path links; built with RNNLAB_ONEDNN).
 //
 // Chosen once per process: RNNLAB_GEMM=blas|onednn, else by the CPU's vendor — oneDNN on AMD,
 // BLAS elsewhere — and changeable at run time (kernels.gemm_library). Measured on a 2-core AMD
@@ -21,6 +22,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -150,6 +152,75 @@ inline void mm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, d
   }
   if (beta == 0) at::mm_out(out, a, b);
   else out.addmm_(a, b, beta, 1);
+}
+
+// BLAS (Fortran interface, LP64) as exported by libtorch_cpu (MKL in the x86-64 wheels). Called
+// on raw pointers: no tensor is created per time step.
+extern "C" {
+void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+            const float* beta, float* c, const int* ldc);
+void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+            const double* beta, double* c, const int* ldc);
+void sgemv_(const char* t, const int* m, const int* n, const float* alpha, const float* a,
+            const int* lda, const float* x, const int* incx, const float* beta, float* y,
+            const int* incy);
+void dgemv_(const char* t, const int* m, const int* n, const double* alpha, const double* a,
+            const int* lda, const double* x, const int* incx, const double* beta, double* y,
+            const int* incy);
+}
+
+inline void blas_gemv(const char* t, const int* m, const int* n, const float* alpha,
+                      const float* a, const int* lda, const float* x, const int* incx,
+                      const float* beta, float* y, const int* incy) {
+  sgemv_(t, m, n, alpha, a, lda, x, incx, beta, y, incy);
+}
+inline void blas_gemv(const char* t, const int* m, const int* n, const double* alpha,
+                      const double* a, const int* lda, const double* x, const int* incx,
+                      const double* beta, double* y, const int* incy) {
+  dgemv_(t, m, n, alpha, a, lda, x, incx, beta, y, incy);
+}
+
+// Row-major y[N] = op(W) a + beta·y with op(W) = W^T (W [N, K], trans) or W (W [K, N]).
+template <typename T>
+inline void gemv(bool trans, int64_t N, int64_t K, const T* w, int64_t ldw, const T* a, T beta, T* y) {
+  // column-major view of row-major W [N, K] is W^T [K, N]: y = W a is a 'T' gemv on it
+  const char t = trans ? 'T' : 'N';
+  const int m = static_cast<int>(trans ? K : N), n = static_cast<int>(trans ? N : K);
+  if constexpr (std::is_same<T, float>::value) {
+    if (use_onednn_gemm())  // y[1, N] = a[1, K] op(W) (gemm.h)
+      return onednn_sgemm(false, trans, 1, N, K, 1.0f, a, K, w, ldw, beta, y, N);
+  }
+  const int ld = static_cast<int>(ldw), one = 1;
+  const T alpha = 1;
+  blas_gemv(&t, &m, &n, &alpha, w, &ld, a, &one, &beta, y, &one);
+}
+
+inline void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+                      const float* alpha, const float* a, const int* lda, const float* b,
+                      const int* ldb, const float* beta, float* c, const int* ldc) {
+  sgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+inline void blas_gemm(const char* ta, const char* tb, const int* m, const int* n, const int* k,
+                      const double* alpha, const double* a, const int* lda, const double* b,
+                      const int* ldb, const double* beta, double* c, const int* ldc) {
+  dgemm_(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+// Row-major C[M, N] = alpha * op(A)[M, K] @ op(B)[K, N] + beta * C. BLAS is column-major, and a
+// row-major matrix read column-major is its transpose, so this computes C^T = op(B)^T op(A)^T.
+template <typename T>
+inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                 int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (use_onednn_gemm() && onednn_rows(M))
+      return onednn_sgemm(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+  const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+  const int m = static_cast<int>(N), n = static_cast<int>(M), k = static_cast<int>(K);
+  const int la = static_cast<int>(lda), lb = static_cast<int>(ldb), lc = static_cast<int>(ldc);
+  blas_gemm(&tb, &ta, &m, &n, &k, &alpha, B, &lb, A, &la, &beta, C, &lc);
 }
 
 }  // namespace rnnlab

@@ -317,7 +317,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
       auto rz = dgi_c.narrow(1, 0, 2 * H);
       Tensor prev;  // the chunk's previous states when gathered, for both blocks of dW_hh
       add_prev_grads(dw_hh.narrow(0, 0, 2 * H), rz, h0c, hs_c, rows, t0, t1, reverse, first, &prev);
-      acc_rows(db_hh.narrow(0, 0, 2 * H), rz, first);
       // W_hn's pre-activation gradient (a chunk-sized temporary): reset after dan ⊙ r, times
       // h_{t-1}; reset before dan, times r ⊙ h_{t-1}
       auto r = step_block(ws_c, rows, t0, t1).narrow(1, 0, H);
@@ -325,13 +324,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
       if (after) {
         // a block the n rows will not use goes before their temporary is made (peak memory)
         if (!gathers_prev(dw_hh.narrow(0, 2 * H, H), dn.size(0), H, rows, t0, t1, reverse)) prev = Tensor();
-        dn = dn * r;
-        add_prev_grads(dw_hh.narrow(0, 2 * H, H), dn, h0c, hs_c, rows, t0, t1, reverse, first, &prev);
+        Tensor dnr;  // dan ⊙ r, its column sums b_hn's gradient
+        acc_rows(db_hh.narrow(0, 2 * H, H), dn, first, &r, &dnr);
+        add_prev_grads(dw_hh.narrow(0, 2 * H, H), dnr, h0c, hs_c, rows, t0, t1, reverse, first, &prev);
       } else {
         if (!prev.defined()) prev = chunk_prev_states(h0c, hs_c, rows, t0, t1, reverse);
         acc_tn(dw_hh.narrow(0, 2 * H, H), dn, r * prev, first);
+        acc_rows(db_hh.narrow(0, 2 * H, H), dn, first);
       }
-      acc_rows(db_hh.narrow(0, 2 * H, H), dn, first);
     };
     auto input_grads = [&](int64_t slot, int64_t s0, int64_t s1) {  // dx = dgi W_ih
       const auto span = order.span(s0, s1);
@@ -341,6 +341,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
     };
     run_chunks(T, K, overlap, recurrence, weight_grads, input_grads);
   });
+  // b_h[rz] enter r and z beside b_i[rz]: the same gradient, summed once (add_weight_grads)
+  db_hh.narrow(0, 0, 2 * H).copy_(db_ih.narrow(0, 0, 2 * H));
   return {add_dx ? at::empty({0}, x.options()) : dx, dh, dw_ih, dw_hh, db_ih, db_hh};
 }
 

@@ -5,6 +5,7 @@
 // apart: a whole row is (H, H); the two-core B = 1 recurrence (split.h) gives each core its units.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -130,6 +131,39 @@ inline void gru_before_bwd_reset_row(int64_t H, const T* __restrict s, const T* 
     const T r = s[j];
     gi[j] = q[j] * hp[j] * r * (1 - r);
     d[j] += q[j] * r;
+  }
+}
+
+// Bias gradients: out[j] (+)= Σ_r a[r, j] over `rows` rows of stride lda, columns [0, n) (`first`:
+// out is written, not added to). With `b`, the sum is of a ⊙ b, whose rows go to prod (stride
+// ldp) as well: the GRU's dan ⊙ r, which its dW_hn GEMM takes next. Rows summed in blocks of 64,
+// then the blocks added: a two-level sum, near at::sum's cascaded one in rounding. 256 columns
+// at a time, each block's partial sums on the stack.
+template <typename T>
+inline void col_sums(const T* a, int64_t lda, int64_t rows, int64_t n, T* out, bool first,
+                     const T* b = nullptr, int64_t ldb = 0, T* prod = nullptr, int64_t ldp = 0) {
+  constexpr int64_t kCols = 256, kBlock = 64;
+  for (int64_t j0 = 0; j0 < n; j0 += kCols) {
+    const int64_t w = std::min(kCols, n - j0);
+    T total[kCols], part[kCols];
+    std::fill(total, total + w, T(0));
+    for (int64_t r0 = 0; r0 < rows; r0 += kBlock) {
+      std::fill(part, part + w, T(0));
+      for (int64_t r = r0; r < std::min(rows, r0 + kBlock); ++r) {
+        const T* ar = a + r * lda + j0;
+        if (b) {
+          const T* br = b + r * ldb + j0;
+          T* pr = prod + r * ldp + j0;
+          RNNLAB_SIMD for (int64_t j = 0; j < w; ++j) part[j] += (pr[j] = ar[j] * br[j]);
+        } else {
+          RNNLAB_SIMD for (int64_t j = 0; j < w; ++j) part[j] += ar[j];
+        }
+      }
+      RNNLAB_SIMD for (int64_t j = 0; j < w; ++j) total[j] += part[j];
+    }
+    T* o = out + j0;
+    if (first) std::copy(total, total + w, o);
+    else RNNLAB_SIMD for (int64_t j = 0; j < w; ++j) o[j] += total[j];
   }
 }
 
