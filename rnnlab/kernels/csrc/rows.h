@@ -137,8 +137,8 @@ inline void gru_before_bwd_reset_row(int64_t H, const T* __restrict s, const T* 
 // Bias gradients: out[j] (+)= Σ_r a[r, j] over `rows` rows of stride lda, columns [0, n) (`first`:
 // out is written, not added to). With `b`, the sum is of a ⊙ b, whose rows go to prod (stride
 // ldp) as well: the GRU's dan ⊙ r, which its dW_hn GEMM takes next. Rows summed in blocks of 64,
-// then the blocks added: a two-level sum, near at::sum's cascaded one in rounding. 256 columns
-// at a time, each block's partial sums on the stack.
+// then the blocks added: a two-level sum, whose rounding error grows with 64 + rows / 64 terms
+// rather than with all the rows of a running sum. 256 columns at a time, partial sums on the stack.
 template <typename T>
 inline void col_sums(const T* a, int64_t lda, int64_t rows, int64_t n, T* out, bool first,
                      const T* b = nullptr, int64_t ldb = 0, T* prod = nullptr, int64_t ldp = 0) {
