@@ -12,7 +12,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml setup.py $(wildcard rnnlab/kernels/csrc/*)
-	$(PY) -m pip install --quiet torch==2.13.0 "setuptools>=64" wheel $(ONEDNN)
+	$(PY) -m pip install --quiet torch==2.13.0 "setuptools>=64" wheel ninja $(ONEDNN)
 	$(PY) -m pip install --quiet --no-build-isolation -e ".[dev,apps]"
 	touch $(STAMP)
 
