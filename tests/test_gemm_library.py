@@ -191,3 +191,36 @@ def test_environment_variable_sets_the_library_at_import():
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert bad.returncode != 0
     assert "RNNLAB_GEMM: expected 'blas', 'onednn' or 'auto', got 'fastest'" in bad.stderr
+
+
+# (M, K, N) across mm_into's forms: under 16 rows, 16–255 rows with op(B) transposed and large
+# (ATen keeps it), from 256 rows
+MM_SHAPES = [(7, 33, 20), (40, 512, 700), (300, 64, 96)]
+
+
+@pytest.mark.parametrize("shape", MM_SHAPES)
+@pytest.mark.parametrize("transposed", [False, True])
+def test_mm_matches_torch_under_each_library(library, two_threads, shape, transposed):
+    """kernels.mm (the bench's E_peak basis beside torch.mm) is a @ b whichever library runs it,
+    for a stored and a transposed b, into a given out or a new one."""
+    torch.manual_seed(0)
+    m, k, n = shape
+    a = torch.randn(m, k)
+    b = torch.randn(n, k).t() if transposed else torch.randn(k, n)
+    out = torch.full((m, n), float("nan"))
+    assert kernels.mm(a, b, out) is out
+    torch.testing.assert_close(out, a @ b, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(kernels.mm(a.double(), b.double()), a.double() @ b.double(),
+                               rtol=1e-12, atol=1e-10)
+
+
+def test_mm_rejects_bad_arguments_by_name():
+    a, b = torch.randn(3, 4), torch.randn(4, 5)
+    with pytest.raises(ValueError, match="b: expected 4 rows"):
+        kernels.mm(a, torch.randn(3, 5))
+    with pytest.raises(ValueError, match="a: expected a 2-D CPU tensor, got 3-D"):
+        kernels.mm(torch.randn(2, 3, 4), b)
+    with pytest.raises(ValueError, match="b: expected float32 or float64 like a"):
+        kernels.mm(a, b.double())
+    with pytest.raises(ValueError, match=r"out: expected a torch.float32 CPU tensor of shape \(3, 5\)"):
+        kernels.mm(a, b, torch.empty(5, 3))

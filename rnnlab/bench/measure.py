@@ -57,13 +57,22 @@ def peak_bytes(fn: Callable[[], object]) -> int:
     return peak
 
 
-def sgemm_flops(threads: int, n: int = 2048) -> float:
-    """Achieved FLOP/s of one large float32 GEMM (n³) with ``threads`` threads: the E_peak basis."""
+def sgemm_flops(threads: int, n: int = 2048) -> dict[str, float]:
+    """Achieved FLOP/s of one large float32 GEMM (n³) with ``threads`` threads, by library:
+    ``torch.mm`` and, when the extension is built, the fused kernels' own GEMM (``kernels.mm``:
+    oneDNN's ``dnnl_sgemm`` on AMD, where torch's MKL takes a slower path: 2-core EPYC, 175–186
+    against 205–217 GFLOP/s). E_peak divides by the best of them: the machine's attainable rate,
+    not one library's."""
+    from .. import kernels
+
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
     out = torch.empty(n, n)
-    (t,) = interleaved([lambda: torch.mm(a, b, out=out)], reps=5, warmup=1)
-    return 2 * n**3 / t
+    fns = {"torch.mm": lambda: torch.mm(a, b, out=out)}
+    if kernels.AVAILABLE:
+        fns[f"rnnlab ({kernels.gemm_library()})"] = lambda: kernels.mm(a, b, out)
+    times = interleaved(list(fns.values()), reps=5, warmup=1)
+    return {name: 2 * n**3 / t for name, t in zip(fns, times)}
 
 
 @dataclass

@@ -98,8 +98,10 @@ def section(results: dict) -> str:
         out.append(f"| {t['threads']} | {t['target']} ({t['what']}) | {t['need']:.2f} | "
                    f"{t['got']:.2f} | {'yes' if t['met'] else '**no**'} |")
     for i, (threads, run) in enumerate(results["runs"].items()):
-        out += ["", f"### {threads} thread(s) — SGEMM 2048³ (better of before and after the cases): "
-                f"{run['sgemm_flops'] / 1e9:.1f} GFLOP/s",
+        libs = run.get("sgemm_by_library", {})
+        each = f" ({', '.join(f'{k} {v / 1e9:.1f}' for k, v in libs.items())})" if libs else ""
+        out += ["", f"### {threads} thread(s) — SGEMM 2048³ (the best library, better of before and "
+                f"after the cases; the E_peak basis): {run['sgemm_flops'] / 1e9:.1f} GFLOP/s{each}",
                 ""]
         out += _case_table(run, roofline=i == 0)
     out += ["", END]

@@ -127,6 +127,30 @@ def gemm_library(name: str | None = None) -> str:
     return _C.gemm_library(-1 if name is None else choices[name])
 
 
+def mm(a: Tensor, b: Tensor, out: Tensor | None = None) -> Tensor:
+    """``a @ b`` for 2-D CPU float tensors through the fused kernels' own GEMM (``gemm_library``:
+    oneDNN's ``dnnl_sgemm`` where the shape suits it, else ATen), into ``out`` when given. The
+    bench times it beside ``torch.mm`` for its E_peak basis; any view with a unit stride works."""
+    if not AVAILABLE:
+        raise RuntimeError(f"kernels.mm: the fused extension is not built ({LOAD_ERROR})")
+    for name, t in (("a", a), ("b", b)):
+        if not isinstance(t, Tensor) or t.dim() != 2 or t.device.type != "cpu":
+            got = f"{t.dim()}-D on {t.device}" if isinstance(t, Tensor) else type(t).__name__
+            raise ValueError(f"{name}: expected a 2-D CPU tensor, got {got}")
+        if t.dtype not in (torch.float32, torch.float64) or t.dtype != a.dtype:
+            raise ValueError(f"{name}: expected float32 or float64 like a ({a.dtype}), got {t.dtype}")
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"b: expected {a.shape[1]} rows (a's columns), got {b.shape[0]}")
+    shape = (a.shape[0], b.shape[1])
+    if out is None:
+        out = torch.empty(shape, dtype=a.dtype)
+    elif tuple(out.shape) != shape or out.dtype != a.dtype or out.device.type != "cpu":
+        raise ValueError(f"out: expected a {a.dtype} CPU tensor of shape {shape}, got "
+                         f"{out.dtype} {tuple(out.shape)} on {out.device}")
+    _C.mm(out, a, b)
+    return out
+
+
 _gemm_env = os.environ.get("RNNLAB_GEMM", "auto")
 if AVAILABLE and _gemm_env != "auto":
     if _gemm_env not in ("blas", "mkl", "onednn"):

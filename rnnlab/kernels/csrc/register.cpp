@@ -1,6 +1,9 @@
 // Registers the fused kernels as torch ops (namespace rnnlab) for the CPU. The Python side
 // (rnnlab/kernels/ops.py) adds fake (meta) implementations and autograd formulas.
 #include <Python.h>
+#include <torch/csrc/autograd/python_variable.h>
+
+#include <string>
 
 #include "cache.h"
 #include "gemm.h"
@@ -79,7 +82,7 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
 
 // `import rnnlab._C` loads this library, which registers the ops above. The module has plain
 // functions: stream_step (step.cpp), both (both.cpp), the workspace cache's two (cache.h),
-// gemm_library (gemm.h) and
+// gemm_library and mm (gemm.h) and
 // onednn_workspace_bytes(kind, T, B, I, H) (None when built without oneDNN), which the fake
 // implementation of onednn_fwd uses to size its workspace.
 #ifdef RNNLAB_ONEDNN
@@ -135,6 +138,33 @@ static PyObject* gemm_library(PyObject*, PyObject* args) {
 
 static PyObject* cpu_is_amd(PyObject*, PyObject*) { return PyBool_FromLong(rnnlab::cpu_is_amd()); }
 
+// mm(out, a, b): out = a @ b through the kernels' own GEMM (gemm.h mm_into: the library above for
+// float, where the shape and strides suit it; else ATen), without the GIL. The bench times it
+// beside torch.mm for its E_peak basis; kernels.mm checks the arguments first.
+static PyObject* mm(PyObject*, PyObject* args) {
+  PyObject *o, *a, *b;
+  if (!PyArg_ParseTuple(args, "OOO", &o, &a, &b)) return nullptr;
+  if (!THPVariable_Check(o) || !THPVariable_Check(a) || !THPVariable_Check(b)) {
+    PyErr_SetString(PyExc_TypeError, "mm(out, a, b): expected three tensors");
+    return nullptr;
+  }
+  at::Tensor out = THPVariable_Unpack(o);
+  const at::Tensor A = THPVariable_Unpack(a), B = THPVariable_Unpack(b);
+  std::string error;
+  PyThreadState* state = PyEval_SaveThread();
+  try {
+    rnnlab::mm_into(out, A, B);
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  PyEval_RestoreThread(state);
+  if (!error.empty()) {
+    PyErr_SetString(PyExc_RuntimeError, error.c_str());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
 PyObject* rnnlab_stream_step(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // step.cpp
 PyObject* rnnlab_both(PyObject*, PyObject* args);  // both.cpp
 
@@ -149,6 +179,7 @@ static PyMethodDef methods[] = {
      "workspace_cache(limit, min_bytes) -> (limit, min_bytes, cached): set (< 0: keep) and read."},
     {"empty_cache", empty_cache, METH_NOARGS, "Free the cached workspaces no tensor uses."},
     {"cpu_is_amd", cpu_is_amd, METH_NOARGS, "Whether the CPU's vendor is AMD (cpuid)."},
+    {"mm", mm, METH_VARARGS, "mm(out, a, b): out = a @ b through the kernels' GEMM (gemm.h)."},
     {"gemm_library", gemm_library, METH_VARARGS,
      "gemm_library(choice) -> 'blas' | 'onednn': set (0 BLAS, 1 oneDNN; -1 keeps) and read."},
     {nullptr, nullptr, 0, nullptr}};
