@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
 
@@ -93,7 +94,10 @@ class GemmShapes:
         return 2.0 * self.steps * self.batch * g * (self.inputs + self.state)
 
     def reference_time(self, train: bool, dtype: torch.dtype = torch.float32) -> float:
-        """Seconds to run just those GEMMs with torch.mm at the same shapes."""
+        """Seconds to run just those GEMMs at the same shapes: the faster of torch.mm and, when the
+        extension is built, the kernels' own GEMM (kernels.mm), as for the E_peak basis."""
+        from .. import kernels
+
         T, B, g = self.steps, self.batch, self.gates * self.hidden
         x = torch.randn(T * B, self.inputs, dtype=dtype)
         w_ih = torch.randn(g, self.inputs, dtype=dtype)
@@ -106,16 +110,18 @@ class GemmShapes:
         dw_hh = torch.empty(g, self.state, dtype=dtype)
         states = torch.randn(T * B, self.state, dtype=dtype)
 
-        def run() -> None:
-            torch.mm(x, w_ih.t(), out=proj)
+        def run(mm: Callable[[Tensor, Tensor, Tensor], object]) -> None:
+            mm(x, w_ih.t(), proj)
             for _ in range(T):
-                torch.mm(h, w_hh.t(), out=step)
+                mm(h, w_hh.t(), step)
             if train:
                 for _ in range(T):
-                    torch.mm(step, w_hh, out=d_step)
-                torch.mm(proj, w_ih, out=dx)
-                torch.mm(proj.t(), x, out=dw_ih)
-                torch.mm(proj.t(), states, out=dw_hh)
+                    mm(step, w_hh, d_step)
+                mm(proj, w_ih, dx)
+                mm(proj.t(), x, dw_ih)
+                mm(proj.t(), states, dw_hh)
 
-        (t,) = interleaved([run], reps=5, warmup=1)
-        return t
+        fns = [lambda: run(lambda a, b, out: torch.mm(a, b, out=out))]
+        if kernels.AVAILABLE:
+            fns.append(lambda: run(kernels.mm))
+        return min(interleaved(fns, reps=5, warmup=1))
