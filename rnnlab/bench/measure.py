@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.profiler import ProfilerActivity, profile
 
+from .. import kernels
+
 
 def interleaved(fns: list[Callable[[], object]], reps: int = 7, warmup: int = 2,
                 budget: float = 0.3, max_reps: int = 101) -> list[float]:
@@ -58,22 +60,28 @@ def peak_bytes(fn: Callable[[], object]) -> int:
     return peak
 
 
+def mm_ways() -> dict[str, Callable[[Tensor, Tensor, Tensor], object]]:
+    """The ways the bench runs a GEMM ``out = a @ b``, by name: ``torch.mm``, and the fused
+    kernels' own (``kernels.mm``) when the extension is built."""
+    ways: dict[str, Callable[[Tensor, Tensor, Tensor], object]] = {
+        "torch.mm": lambda a, b, out: torch.mm(a, b, out=out)}
+    if kernels.AVAILABLE:
+        ways[f"rnnlab ({kernels.gemm_library()})"] = kernels.mm
+    return ways
+
+
 def sgemm_flops(threads: int, n: int = 2048) -> dict[str, float]:
     """Achieved FLOP/s of one large float32 GEMM (n³) with ``threads`` threads, by library:
     ``torch.mm`` and, when the extension is built, the fused kernels' own GEMM (``kernels.mm``:
     oneDNN's ``dnnl_sgemm`` on AMD, where torch's MKL takes a slower path: 2-core EPYC, 175–186
     against 205–217 GFLOP/s). E_peak divides by the best of them: the machine's attainable rate,
     not one library's."""
-    from .. import kernels
-
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
     out = torch.empty(n, n)
-    fns = {"torch.mm": lambda: torch.mm(a, b, out=out)}
-    if kernels.AVAILABLE:
-        fns[f"rnnlab ({kernels.gemm_library()})"] = lambda: kernels.mm(a, b, out)
-    times = interleaved(list(fns.values()), reps=5, warmup=1)
-    return {name: 2 * n**3 / t for name, t in zip(fns, times)}
+    ways = mm_ways()
+    times = interleaved([lambda mm=mm: mm(a, b, out) for mm in ways.values()], reps=5, warmup=1)
+    return {name: 2 * n**3 / t for name, t in zip(ways, times)}
 
 
 @dataclass
@@ -96,8 +104,6 @@ class GemmShapes:
     def reference_time(self, train: bool, dtype: torch.dtype = torch.float32) -> float:
         """Seconds to run just those GEMMs at the same shapes: the faster of torch.mm and, when the
         extension is built, the kernels' own GEMM (kernels.mm), as for the E_peak basis."""
-        from .. import kernels
-
         T, B, g = self.steps, self.batch, self.gates * self.hidden
         x = torch.randn(T * B, self.inputs, dtype=dtype)
         w_ih = torch.randn(g, self.inputs, dtype=dtype)
@@ -121,7 +127,4 @@ class GemmShapes:
                 mm(proj.t(), x, dw_ih)
                 mm(proj.t(), states, dw_hh)
 
-        fns = [lambda: run(lambda a, b, out: torch.mm(a, b, out=out))]
-        if kernels.AVAILABLE:
-            fns.append(lambda: run(kernels.mm))
-        return min(interleaved(fns, reps=5, warmup=1))
+        return min(interleaved([lambda mm=mm: run(mm) for mm in mm_ways().values()], reps=5, warmup=1))
