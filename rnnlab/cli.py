@@ -397,6 +397,8 @@ def _add_bench(sub: Any, fmt: type) -> None:
     bench.add_argument("--quick", action="store_true", help="a few small cases (smoke test)")
     bench.add_argument("--threads", default="2,1", help="comma-separated thread counts")
     bench.add_argument("--reps", type=int, default=7, help="timed repetitions per case (median)")
+    bench.add_argument("--passes", type=int, default=1,
+                       help="times over the grid; each row is then its median pass (spread kept)")
     bench.add_argument("--json", default="bench_results.json", help="where to write raw results")
     bench.add_argument("--markdown", default="BENCHMARKS.md", help="file whose table to update")
     bench.add_argument("--no-markdown", action="store_true", help="do not touch BENCHMARKS.md")
@@ -411,6 +413,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     threads = tuple(int(t) for t in args.threads.split(","))
     cmd = "rnnlab bench" + (" --quick" if args.quick else "") + f" --threads {args.threads}"
+    if args.passes != 1:
+        cmd += f" --passes {args.passes}"
     if args.only:
         cmd += f" --only {args.only!r}"
     bench_main(
@@ -421,6 +425,7 @@ def _bench(args: argparse.Namespace) -> int:
         out_md=None if args.no_markdown else args.markdown,
         command=cmd,
         only=args.only,
+        passes=args.passes,
     )
     return 0
 

@@ -51,3 +51,48 @@ def test_bench_only_runs_the_matching_cases_and_rejects_unknown_ones(tmp_path):
     bad = subprocess.run(base + ["--only", "LSTM T=7"], capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode != 0
     assert "--only: expected a part of a case name" in bad.stderr and "'LSTM T=7'" in bad.stderr
+
+
+def test_bench_passes_keep_each_rows_median_pass_and_the_spread(tmp_path):
+    out = tmp_path / "bench.json"
+    base = [sys.executable, "-m", "rnnlab", "bench", "--quick", "--threads", "1", "--reps", "1",
+            "--json", str(out), "--only", "RNN T=20 B=1"]
+    subprocess.run(base + ["--passes", "2"], capture_output=True, text=True, check=True, cwd=tmp_path)
+    results = json.loads(out.read_text())
+    assert results["meta"]["passes"] == 2 and "--passes 2" in results["meta"]["command"]
+    run = results["runs"]["1"]
+    (row,) = run["cases"]
+    for mode in ("train", "infer"):
+        entry = row[mode]
+        assert len(entry["pass_ratios"]) == 2
+        assert entry["ratio"] == min(entry["pass_ratios"])  # the lower middle of two
+        own = entry["torch_ms"] / entry["ours_ms"]  # that pass's own times
+        assert abs(entry["ratio"] - own) < 1e-9 * own
+    assert len(run["pass_targets"]) == 2
+    assert all(t["what"] == "min ratio" for p in run["pass_targets"] for t in p)
+    bad = subprocess.run(base + ["--passes", "0"], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and "passes: expected a positive int, got 0" in bad.stderr
+
+
+def test_median_pass_takes_the_median_ratio_pass_with_its_times_and_first_pass_extras():
+    from rnnlab.bench.run import median_pass, rooflines
+
+    def row(t_peer: float, t_ours: float, **extra: float) -> dict:
+        entry = {"torch_ms": t_peer, "ours_ms": t_ours, "ratio": t_peer / t_ours, **extra}
+        return {"case": "c", "train": entry, "infer": dict(entry, ratio=t_peer / t_ours)}
+
+    first = row(10.0, 5.0, flop=4e9, gemm_ref_ms=2.0)  # ratio 2.0, measured the roofline basis
+    first["mem_ours_mb"] = 1.5
+    passes = [[first], [row(12.0, 4.0)], [row(9.0, 3.6)]]  # ratios 2.0, 3.0, 2.5
+    (merged,) = median_pass(passes)
+    tr = merged["train"]
+    assert (tr["torch_ms"], tr["ours_ms"], tr["ratio"]) == (9.0, 3.6, 2.5)
+    assert tr["pass_ratios"] == [2.0, 3.0, 2.5] and merged["mem_ours_mb"] == 1.5
+    rooflines([merged], peak=1e12)
+    assert abs(tr["E_gemm"] - 2.0 / 3.6) < 1e-12  # the basis over the chosen pass's time
+    assert abs(tr["E_peak"] - 4e9 / 3.6e-3 / 1e12) < 1e-12
+    assert abs(tr["E_peak_torch"] - 4e9 / 9e-3 / 1e12) < 1e-12
+    # flat rows (streaming), an even count: the lower middle
+    flat = [[{"cell": "rnn", "torch_us": t, "ours_us": 1.0, "ratio": t}] for t in (4.0, 6.0, 5.0, 7.0)]
+    (s,) = median_pass(flat, modes=())
+    assert (s["ratio"], s["torch_us"], s["pass_ratios"]) == (5.0, 5.0, [4.0, 6.0, 5.0, 7.0])

@@ -87,21 +87,40 @@ def _case_table(run: dict, roofline: bool) -> list[str]:
     return lines
 
 
+def _pass_values(results: dict) -> dict[tuple[int, str], str]:
+    """(threads, target) → each pass's value, "a / b / c", where the run made several passes."""
+    out: dict[tuple[int, str], list[str]] = {}
+    for run in results["runs"].values():
+        for pass_targets in run.get("pass_targets", []):
+            for t in pass_targets:
+                out.setdefault((t["threads"], t["target"]), []).append(f"{t['got']:.2f}")
+    return {k: " / ".join(v) for k, v in out.items()}
+
+
 def section(results: dict) -> str:
     meta = results["meta"]
+    passes = meta.get("passes", 1)
+    how = ("medians of interleaved repetitions" if passes == 1 else
+           f"medians of interleaved repetitions; the grid ran {passes} times over, and each row "
+           "is the pass with the median ratio (its own times), per mode")
+    each = _pass_values(results)
     out = [START, "", f"Machine: {meta['cpu']}; torch {meta['torch']}; Python {meta['python']}; "
            f"rnnlab {meta['rnnlab']} (backend `{meta['backend']}`); {meta['date']}.",
            f"Command: `{meta['command']}`. Ratios are torch_time / rnnlab_time in the same process, "
-           "medians of interleaved repetitions (> 1 means rnnlab is faster).", "",
-           "### Targets", "", "| threads | target | needed | measured | met |", "|---|---|---|---|---|"]
+           f"{how} (> 1 means rnnlab is faster).", "", "### Targets", ""]
+    if each:
+        out += ["| threads | target | needed | measured | each pass | met |", "|---|---|---|---|---|---|"]
+    else:
+        out += ["| threads | target | needed | measured | met |", "|---|---|---|---|---|"]
     for t in results["targets"]:
+        spread = f" {each.get((t['threads'], t['target']), '-')} |" if each else ""
         out.append(f"| {t['threads']} | {t['target']} ({t['what']}) | {t['need']:.2f} | "
-                   f"{t['got']:.2f} | {'yes' if t['met'] else '**no**'} |")
+                   f"{t['got']:.2f} |{spread} {'yes' if t['met'] else '**no**'} |")
     for i, (threads, run) in enumerate(results["runs"].items()):
         libs = run.get("sgemm_by_library", {})
-        each = f" ({', '.join(f'{k} {v / 1e9:.1f}' for k, v in libs.items())})" if libs else ""
+        rates = f" ({', '.join(f'{k} {v / 1e9:.1f}' for k, v in libs.items())})" if libs else ""
         out += ["", f"### {threads} thread(s) — SGEMM 2048³ (the best library, better of before and "
-                f"after the cases; the E_peak basis): {run['sgemm_flops'] / 1e9:.1f} GFLOP/s{each}",
+                f"after the cases; the E_peak basis): {run['sgemm_flops'] / 1e9:.1f} GFLOP/s{rates}",
                 ""]
         out += _case_table(run, roofline=i == 0)
     out += ["", END]

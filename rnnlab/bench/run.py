@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import statistics
 import sys
 import time
 from dataclasses import asdict
@@ -44,6 +45,9 @@ def forward_flops(case: Case) -> float:
 
 
 def run_case(case: Case, threads: int, reps: int, roofline: bool) -> dict:
+    """One case, train and infer, ours against torch's in the same loop. With ``roofline`` also
+    the FLOPs of a call and the time of its bare GEMMs (``rooflines`` turns them into E_peak /
+    E_gemm) and both sides' peak training memory."""
     torch.set_num_threads(threads)
     ours, peer, make = build(case)
     row: dict = {"case": case.name, "group": case.group, **asdict(case), "threads": threads}
@@ -56,17 +60,54 @@ def run_case(case: Case, threads: int, reps: int, roofline: bool) -> dict:
         if roofline and not case.packed:
             # E_peak of both sides: where both run near the large SGEMM's rate, the ratio cannot
             # grow much (FLOP-bound), whatever either kernel does
-            # (achieved FLOP/s; main() divides by the large SGEMM's rate for E_peak)
-            flops = forward_flops(case) * (3 if train else 1)
-            entry["flops_ours"], entry["flops_torch"] = flops / t_ours, flops / t_peer
+            entry["flop"] = forward_flops(case) * (3 if train else 1)
         if roofline and case.layers == 1 and not case.bidirectional and not case.packed:
-            entry["E_gemm"] = _shapes(case, case.hidden).reference_time(train) / t_ours
+            entry["gemm_ref_ms"] = _shapes(case, case.hidden).reference_time(train) * 1e3
         row[mode] = entry
     if roofline:
         row["mem_torch_mb"] = peak_bytes(workload(peer, make, True)) / 2**20
         kernels.empty_cache()  # so that our recycled workspaces are allocated, and counted, inside
         row["mem_ours_mb"] = peak_bytes(workload(ours, make, True)) / 2**20
     return row
+
+
+def rooflines(rows: list[dict], peak: float) -> None:
+    """Achieved FLOP/s, E_peak (÷ the large SGEMM's rate ``peak``) of both sides and E_gemm (the
+    bare GEMMs' time ÷ ours), from each entry's own times, where ``run_case`` measured the basis."""
+    for row in rows:
+        for mode in ("train", "infer"):
+            entry = row[mode]
+            t_ours, t_peer = entry["ours_ms"] / 1e3, entry["torch_ms"] / 1e3
+            if "flop" in entry:
+                entry["flops_ours"], entry["flops_torch"] = entry["flop"] / t_ours, entry["flop"] / t_peer
+                entry["E_peak"] = entry["flops_ours"] / peak
+                entry["E_peak_torch"] = entry["flops_torch"] / peak
+            if "gemm_ref_ms" in entry:
+                entry["E_gemm"] = entry["gemm_ref_ms"] / entry["ours_ms"]
+
+
+def median_pass(passes: list[list[dict]], modes: tuple[str, ...] = ("train", "infer")) -> list[dict]:
+    """Rows measured in several passes over the grid → one row each, whose times and ratio are
+    those of the pass with the median ratio (the lower middle one for an even count), per mode;
+    the first pass's extras (FLOPs, GEMM basis, memory) stay, and ``pass_ratios`` lists every
+    pass's ratio. ``modes`` ``()``: the rows are flat (streaming), keyed by their own ratio."""
+    out = []
+    for rows in zip(*passes, strict=True):
+        row = dict(rows[0])
+        for mode in modes or (None,):
+            entries = [r[mode] if mode else r for r in rows]
+            ratios = [e["ratio"] for e in entries]
+            pick = entries[ratios.index(statistics.median_low(ratios))]
+            merged = {**entries[0], **{k: pick[k] for k in pick if k.endswith(("_ms", "_us"))
+                                       and k != "gemm_ref_ms"}, "ratio": pick["ratio"]}
+            if len(rows) > 1:
+                merged["pass_ratios"] = ratios
+            if mode:
+                row[mode] = merged
+            else:
+                row = merged
+        out.append(row)
+    return out
 
 
 def _stream_pair(cell: str, hidden: int, reps: int, steps: int = 100) -> tuple[float, float]:
@@ -118,16 +159,30 @@ def select(cases: list[Case], only: str | None) -> tuple[list[Case], bool]:
     return chosen, stream
 
 
+def _progress(case: str, row: dict) -> None:
+    tr, inf = row["train"], row["infer"]
+    eg = f"{tr['E_gemm']:.2f}" if "E_gemm" in tr else "-"
+    ep = f"{tr['flops_ours'] / 1e9:.0f}" if "flops_ours" in tr else "-"
+    mem = (f"{row['mem_ours_mb'] / max(row['mem_torch_mb'], 1e-9):.2f}"
+           if "mem_ours_mb" in row else "-")
+    print(f"{case:<44} {tr['ratio']:>8.2f} {inf['ratio']:>8.2f} {eg:>7} {ep:>7} {mem:>8}", flush=True)
+
+
 def main(quick: bool = False, threads_list: tuple[int, ...] = (2, 1), reps: int = 7,
          out_json: str = "bench_results.json", out_md: str | None = "BENCHMARKS.md",
-         command: str = "rnnlab bench", only: str | None = None) -> dict:
+         command: str = "rnnlab bench", only: str | None = None, passes: int = 1) -> dict:
+    """The grid (or the ``only`` cases) at each thread count, ``passes`` times over: the noise
+    of a shared machine comes in phases of seconds to minutes, so a ratio read once can land on
+    either side of its line; with several passes each row is its median pass (``median_pass``)."""
+    if isinstance(passes, bool) or not isinstance(passes, int) or passes < 1:
+        raise ValueError(f"passes: expected a positive int, got {passes!r}")
     cases, with_stream = select(grid(quick), only)
     if only is not None:
         out_md = None  # a partial run does not replace the table
     meta = {
         "cpu": cpu_model(), "torch": torch.__version__, "rnnlab": rnnlab.__version__,
         "backend": kernels.backend(), "python": platform.python_version(),
-        "command": command, "date": time.strftime("%Y-%m-%d"),
+        "command": command, "date": time.strftime("%Y-%m-%d"), "passes": passes,
     }
     print(f"{meta['cpu']} | torch {meta['torch']} | rnnlab backend: {meta['backend']}")
     results: dict = {"meta": meta, "runs": {}}
@@ -136,35 +191,39 @@ def main(quick: bool = False, threads_list: tuple[int, ...] = (2, 1), reps: int 
         peak = max(by_library.values())
         rates = ", ".join(f"{k} {v / 1e9:.1f}" for k, v in by_library.items())
         print(f"\n== {threads} thread(s); SGEMM 2048³ peak {peak / 1e9:.1f} GFLOP/s ({rates}) ==")
-        print(f"{'case':<44} {'train ×':>8} {'infer ×':>8} {'E_gemm':>7} {'GFLOP/s':>7} {'mem o/t':>8}")
-        rows = []
-        for case in cases:
-            row = run_case(case, threads, reps, roofline=threads == threads_list[0])
-            rows.append(row)
-            tr, inf = row["train"], row["infer"]
-            eg = f"{tr['E_gemm']:.2f}" if "E_gemm" in tr else "-"
-            ep = f"{tr['flops_ours'] / 1e9:.0f}" if "flops_ours" in tr else "-"
-            mem = (f"{row['mem_ours_mb'] / max(row['mem_torch_mb'], 1e-9):.2f}"
-                   if "mem_ours_mb" in row else "-")
-            print(f"{case.name:<44} {tr['ratio']:>8.2f} {inf['ratio']:>8.2f} {eg:>7} {ep:>7} "
-                  f"{mem:>8}", flush=True)
-        stream = streaming(threads, reps) if with_stream else []
-        for s in stream:
-            print(f"stream {s['cell'].upper()} H={s['hidden']}: torch {s['torch_us']:.1f} µs, "
-                  f"ours {s['ours_us']:.1f} µs per step = {s['ratio']:.2f}×", flush=True)
+        all_rows: list[list[dict]] = []
+        all_stream: list[list[dict]] = []
+        for p in range(passes):
+            if passes > 1:
+                print(f"-- pass {p + 1} of {passes}")
+            print(f"{'case':<44} {'train ×':>8} {'infer ×':>8} {'E_gemm':>7} {'GFLOP/s':>7} {'mem o/t':>8}")
+            rows = []
+            for case in cases:  # (the roofline basis and memory once: first thread count, pass)
+                rows.append(run_case(case, threads, reps, roofline=threads == threads_list[0] and p == 0))
+                rooflines(rows[-1:], peak)
+                _progress(case.name, rows[-1])
+            stream = streaming(threads, reps) if with_stream else []
+            for s in stream:
+                print(f"stream {s['cell'].upper()} H={s['hidden']}: torch {s['torch_us']:.1f} µs, "
+                      f"ours {s['ours_us']:.1f} µs per step = {s['ratio']:.2f}×", flush=True)
+            all_rows.append(rows)
+            all_stream.append(stream)
         # the SGEMM again after the cases: this machine's rate drifts (seen 104–217 GFLOP/s on two
         # threads between runs), and E_peak takes the better of the two, per library
         for name, rate in sgemm_flops(threads).items():
             by_library[name] = max(by_library[name], rate)
         peak = max(by_library.values())
-        for row in rows:
-            for mode in ("train", "infer"):
-                entry = row[mode]
-                if "flops_ours" in entry:
-                    entry["E_peak"] = entry["flops_ours"] / peak
-                    entry["E_peak_torch"] = entry["flops_torch"] / peak
-        results["runs"][str(threads)] = {"sgemm_flops": peak, "sgemm_by_library": by_library,
-                                         "cases": rows, "streaming": stream}
+        rows = median_pass(all_rows)
+        rooflines(rows, peak)
+        run = {"sgemm_flops": peak, "sgemm_by_library": by_library, "cases": rows,
+               "streaming": median_pass(all_stream, modes=())}
+        if passes > 1:  # each pass's own value of the ratio targets, for the spread
+            run["pass_targets"] = [
+                [t for t in targets({"runs": {str(threads): {"cases": r, "streaming": s}}})
+                 if t["what"] == "min ratio"]
+                for r, s in zip(all_rows, all_stream, strict=True)
+            ]
+        results["runs"][str(threads)] = run
     results["targets"] = targets(results)
     Path(out_json).write_text(json.dumps(results, indent=1))
     print(f"\nwrote {out_json}")
