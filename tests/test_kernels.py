@@ -337,6 +337,35 @@ def test_lone_step_split_by_units_equals_forward(variant, dtype, threads):
     torch.testing.assert_close(one, one_ref, **_tol(dtype))
 
 
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_split_step_follows_weights_changed_in_place_and_replaced(cell):
+    """The two-thread step (step.h split_step) reads the weights as they are at each call: after
+    an in-place update, a parameter swapped for another tensor, and `empty_cache`, the steps
+    still equal the whole-sequence forward. I = 72 and H = 200 (split 96 + 104 units) leave
+    columns and rows outside the mat-vec's blocks of sixteen."""
+    torch.manual_seed(0)
+    layer = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}[cell](72, 200, num_layers=2)
+    x = torch.randn(4, 1, 72)
+
+    def steps_equal_forward() -> None:
+        state, outs = None, []
+        for x_t in x:
+            y, state = layer.step(x_t, state)
+            outs.append(y)
+        torch.testing.assert_close(torch.stack(outs), layer(x)[0], rtol=1e-5, atol=1e-5)
+
+    with num_threads(2), torch.no_grad():
+        steps_equal_forward()
+        steps_equal_forward()  # (the packs made by the first steps, now found)
+        for p in layer.parameters():
+            p.mul_(-0.7)
+        steps_equal_forward()
+        layer.weight_hh_l1 = torch.nn.Parameter(torch.randn_like(layer.weight_hh_l1) * 0.05)
+        steps_equal_forward()
+        kernels.empty_cache()
+        steps_equal_forward()
+
+
 def test_step_with_grad_uses_the_differentiable_path():
     layer = rnnlab.GRU(3, 4)
     x = torch.randn(2, 3, requires_grad=True)
