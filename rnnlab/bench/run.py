@@ -86,26 +86,32 @@ def rooflines(rows: list[dict], peak: float) -> None:
                 entry["E_gemm"] = entry["gemm_ref_ms"] / entry["ours_ms"]
 
 
+_TIMES = ("torch_ms", "ours_ms", "torch_us", "ours_us")
+
+
+def _median_entry(entries: list[dict]) -> dict:
+    """The first entry (its extras: FLOPs, GEMM basis) with the times and ratio of the entry whose
+    ratio is the median (the lower middle one for an even count), and every entry's ratio."""
+    ratios = [e["ratio"] for e in entries]
+    pick = entries[ratios.index(statistics.median_low(ratios))]
+    merged = {**entries[0], **{k: pick[k] for k in _TIMES if k in pick}, "ratio": pick["ratio"]}
+    if len(entries) > 1:
+        merged["pass_ratios"] = ratios
+    return merged
+
+
 def median_pass(passes: list[list[dict]], modes: tuple[str, ...] = ("train", "infer")) -> list[dict]:
-    """Rows measured in several passes over the grid → one row each, whose times and ratio are
-    those of the pass with the median ratio (the lower middle one for an even count), per mode;
-    the first pass's extras (FLOPs, GEMM basis, memory) stay, and ``pass_ratios`` lists every
-    pass's ratio. ``modes`` ``()``: the rows are flat (streaming), keyed by their own ratio."""
+    """Rows measured in several passes over the grid → one row each, per mode the median pass's
+    times and ratio (``_median_entry``); the first pass's memory stays. ``modes`` ``()``: flat
+    rows (streaming), each its own entry."""
     out = []
     for rows in zip(*passes, strict=True):
+        if not modes:
+            out.append(_median_entry(list(rows)))
+            continue
         row = dict(rows[0])
-        for mode in modes or (None,):
-            entries = [r[mode] if mode else r for r in rows]
-            ratios = [e["ratio"] for e in entries]
-            pick = entries[ratios.index(statistics.median_low(ratios))]
-            merged = {**entries[0], **{k: pick[k] for k in pick if k.endswith(("_ms", "_us"))
-                                       and k != "gemm_ref_ms"}, "ratio": pick["ratio"]}
-            if len(rows) > 1:
-                merged["pass_ratios"] = ratios
-            if mode:
-                row[mode] = merged
-            else:
-                row = merged
+        for mode in modes:
+            row[mode] = _median_entry([r[mode] for r in rows])
         out.append(row)
     return out
 
