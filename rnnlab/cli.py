@@ -392,6 +392,7 @@ def _add_bench(sub: Any, fmt: type) -> None:
         formatter_class=fmt,
         epilog="examples:\n  rnnlab bench                 # full grid, "
         "2 then 1 thread(s)\n  rnnlab bench --quick --no-markdown\n"
+        "  rnnlab bench --passes 3      # the grid 3 times; each row its median pass\n"
         "  rnnlab bench --threads 2 --only 'LSTM T=100 B=32,stream'   # a few cases again",
     )
     bench.add_argument("--quick", action="store_true", help="a few small cases (smoke test)")
