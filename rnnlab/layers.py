@@ -99,6 +99,12 @@ class RNNBase(nn.Module):
         self.reset_parameters()
         kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
         self._step_names = [tuple(f"{k}_l{layer}" for k in kinds) for layer in range(num_layers)]
+        # [layer][direction] → the five names, None where the layer has no such parameter
+        self._param_names = [
+            [tuple(n if n in self._flat_weights_names else None
+                   for n in (f"{k}_l{layer}{suffix}" for k in kinds)) for suffix in self._suffixes()]
+            for layer in range(num_layers)
+        ]
 
     @property
     def num_directions(self) -> int:
@@ -124,16 +130,11 @@ class RNNBase(nn.Module):
         from ``_parameters`` by name: a Module's attribute lookup goes through its
         ``__getattr__`` (~10 µs of a B = 1 call for the five). A registered name missing there (a
         parametrization or weight norm moved it) is read as an attribute."""
-        suffix = f"_l{layer}" + ("_reverse" if direction else "")
         registered = self._parameters
-        out = []
-        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"):
-            name = kind + suffix
-            value = registered.get(name)
-            if value is None and name in self._flat_weights_names:
-                value = getattr(self, name)
-            out.append(value)
-        return tuple(out)  # type: ignore[return-value]
+        return tuple(  # type: ignore[return-value]
+            None if name is None else registered[name] if name in registered else getattr(self, name)
+            for name in self._param_names[layer][direction]
+        )
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}"
@@ -182,48 +183,61 @@ class RNNBase(nn.Module):
             last = seq.last_rows(rows, x.device)  # each sequence's final step, for h_n
         else:
             x, lens, batched = seq.prepare_input(
-                input, lengths, self.input_size, self.batch_first, self.weight_ih_l0
+                input, lengths, self.input_size, self.batch_first, self._params(0, 0)[0]
             )
         batch = x.shape[1] if rows is None else int(rows[0])
-        state = seq.prepare_state(hx, x, batched, self._state_shapes(batch))
+        shapes = self._state_shapes(batch)
+        state = seq.prepare_state(hx, x, batched, shapes) if hx is not None else None
         steps = x.shape[0]
         mask = order = None
         if packed and input.sorted_indices is not None:  # x is in the packed (sorted) order
             order = input.sorted_indices
-            state = tuple(s.index_select(1, order) for s in state)
+            if state is not None:
+                state = tuple(s.index_select(1, order) for s in state)
         if lens is not None and bool((lens < steps).any()):
             if not packed:
                 # longest first, so each step's running sequences are a prefix of the batch and
                 # the kernels' recurrent GEMM skips the finished ones (undone at the end)
                 lens, order = torch.sort(lens, descending=True, stable=True)
                 x = x.index_select(1, order)
-                state = tuple(s.index_select(1, order) for s in state)
+                if state is not None:
+                    state = tuple(s.index_select(1, order) for s in state)
             mask = seq.step_mask(lens, steps)  # (T, B, 1)
-        finals: list[list[Tensor]] = [[] for _ in state]
+        # each (layer, direction)'s initial state (B, H): hx's, or zeros made for it
+        runs_state = (
+            list(zip(*(s.unbind(0) for s in state)))
+            if state is not None
+            else [tuple(x.new_zeros(shape[1:]) for shape in shapes) for _ in range(shapes[0][0])]
+        )
+        # (1, B, H) final state of each (layer, direction), per state kind
+        finals: list[list[Tensor]] = [[] for _ in shapes]
         layer_in = x
+        directions = self.num_directions
         for layer in range(self.num_layers):
             outs = []
+            params = [self._params(layer, d) for d in range(directions)]
             # the directions together: one backward node, or at inference both at once
-            with kernels.joint_directions(self.num_directions, self._params(layer, 0)[1]):
+            with kernels.joint_directions(directions, params[0][1]):
                 runs = [
-                    self._run(layer_in, mask, tuple(s[layer * self.num_directions + d] for s in state),
-                              self._params(layer, d), reverse=d == 1, batch_sizes=rows)
-                    for d in range(self.num_directions)
+                    self._run(layer_in, mask, runs_state[layer * directions + d], params[d],
+                              reverse=d == 1, batch_sizes=rows)
+                    for d in range(directions)
                 ]
             for d, carried in enumerate(runs):
                 for final, states in zip(finals, carried):
                     # state after each sequence's last valid step (a reverse run ends at t = 0)
                     if rows is not None:
-                        final.append(states[:batch] if d == 1 else states.index_select(0, last))
+                        last_state = states[:batch] if d == 1 else states.index_select(0, last)
+                        final.append(last_state.unsqueeze(0))
                     else:
-                        final.append(states[0] if d == 1 else states[-1])
+                        final.append(states[:1] if d == 1 else states[-1:])
                 # padded outputs are zero (packed output drops them: no need)
                 y = carried[0] if mask is None or packed else torch.where(mask, carried[0], 0.0)
                 outs.append(y)
             layer_in = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
             if self.dropout and self.training and layer < self.num_layers - 1:
                 layer_in = F.dropout(layer_in, self.dropout, training=True)
-        h_n = tuple(f[0].unsqueeze(0) if len(f) == 1 else torch.stack(f) for f in finals)
+        h_n = tuple(f[0] if len(f) == 1 else torch.cat(f) for f in finals)
         if order is not None:  # h_n (and a padded output) back to the caller's batch order
             inverse = torch.empty_like(order)
             inverse[order] = torch.arange(order.numel(), device=order.device)
@@ -282,7 +296,7 @@ class RNNBase(nn.Module):
             x = new[0]
             if self.dropout and self.training and layer < self.num_layers - 1:
                 x = F.dropout(x, self.dropout, training=True)
-        h_n = tuple(f[0].unsqueeze(0) if len(f) == 1 else torch.stack(f) for f in finals)
+        h_n = tuple(f[0] if len(f) == 1 else torch.cat(f) for f in finals)
         return new[0], (h_n if len(h_n) == 2 else h_n[0])
 
     def _step_kernel(self, x: Tensor, state: tuple[Tensor, ...], params: Params) -> tuple[Tensor, ...]:

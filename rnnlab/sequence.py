@@ -34,7 +34,8 @@ def prepare_input(
         x = x.unsqueeze(1)
     elif batch_first:
         x = x.transpose(0, 1)
-    check.nonempty("input", x, {"T (time steps)": 0, "B (batch size)": 1})
+    if 0 in x.shape[:2]:
+        check.nonempty("input", x, {"T (time steps)": 0, "B (batch size)": 1})
     lens = None
     if lengths is not None:
         lens = check.lengths(lengths, x.shape[1], x.shape[0], x.device)

@@ -32,13 +32,16 @@ __all__ = ["AVAILABLE", "LOAD_ERROR", "ONEDNN", "backend", "empty_cache", "gemm_
            "workspace_cache"]
 
 
+_FUSED_DTYPES = (torch.float32, torch.float64)
+
+
 def backend(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> str:
     """``"fused"`` when the compiled CPU kernels serve ``device``/``dtype``, else ``"reference"``."""
     fused = (
         AVAILABLE
         and not _forced_reference
         and torch.device(device).type == "cpu"
-        and dtype in (torch.float32, torch.float64)
+        and dtype in _FUSED_DTYPES
     )
     return "fused" if fused else "reference"
 
@@ -161,7 +164,9 @@ if AVAILABLE and os.environ.get("RNNLAB_WORKSPACE_CACHE"):
 
 
 def _fused(x: Tensor) -> bool:
-    return backend(x.device, x.dtype) == "fused"
+    """``backend(x.device, x.dtype) == "fused"``, without building a device: the layers ask on
+    every call, where a B = 1 call's Python counts (see ``uses_onednn``)."""
+    return AVAILABLE and not _forced_reference and x.is_cpu and x.dtype in _FUSED_DTYPES
 
 
 def uses_onednn(kind: str, x: Tensor, mask: Tensor | None, hidden: int, train: bool,
@@ -172,7 +177,7 @@ def uses_onednn(kind: str, x: Tensor, mask: Tensor | None, hidden: int, train: b
     fp64 RNNs), and an LSTM projection only for inference. Among those the rule follows
     BENCHMARKS.md's measurements, per CPU family (``bands.py``).
     """
-    if not (ONEDNN and _fused(x) and mask is None and x.dtype == torch.float32):
+    if not (ONEDNN and mask is None and x.dtype == torch.float32 and _fused(x)):
         return False
     if proj and train:
         return False
@@ -180,9 +185,10 @@ def uses_onednn(kind: str, x: Tensor, mask: Tensor | None, hidden: int, train: b
         return _onednn_mode == "always"
     if train:  # rnnlab's backward beats oneDNN's training pass on the whole grid
         return False
-    if ops.paired.current() is not None:  # two directions at once on ours beat oneDNN's in turn
-        return False
-    return bands.prefers_onednn(kind, hidden, x.shape[1], torch.get_num_threads())
+    # (the bands first: they answer from a cache, and mostly "no")
+    return (bands.prefers_onednn(kind, hidden, x.shape[1], torch.get_num_threads())
+            # two directions at once on ours beat oneDNN's in turn
+            and ops.paired.current() is None)
 
 
 def _flip_time(x: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:

@@ -66,7 +66,20 @@ BANDS = {"intel": _INTEL, "amd": _AMD}
 def prefers_onednn(kind: str, hidden: int, batch: int, threads: int,
                    platform: str = PLATFORM) -> bool:
     """Whether the measured bands send a dense fp32 inference call of ``kind`` to oneDNN."""
-    for max_hidden, min_batch, max_batch in BANDS[platform][min(threads, 2)][kind]:
+    key = (kind, hidden, batch, min(threads, 2), platform)
+    found = _decided.get(key)
+    if found is None:
+        if len(_decided) > 4096:  # (batch sizes that vary call after call)
+            _decided.clear()
+        found = _decided[key] = _in_band(BANDS[platform][key[3]][kind], hidden, batch)
+    return found
+
+
+_decided: dict[tuple[str, int, int, int, str], bool] = {}  # (a layer asks on every call)
+
+
+def _in_band(bands: list[Band], hidden: int, batch: int) -> bool:
+    for max_hidden, min_batch, max_batch in bands:
         if hidden <= max_hidden:
             return min_batch <= batch <= max_batch
     return False

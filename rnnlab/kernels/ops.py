@@ -122,12 +122,15 @@ class _Eager(torch.autograd.Function):
         return (*_EAGER[ctx.op_name][2](ctx, *grads), None)
 
 
+_OPS: dict[str, Any] = {}  # name → torch.ops.rnnlab.<name>.default (looked up once)
+
+
 def call(name: str, needs_grad: bool, *args: Any) -> Any:
     """``torch.ops.rnnlab.<name>(*args)``, every argument given. With nothing to differentiate it
     goes straight to the CPU kernel (torch.library's autograd wrapper cost 15–80 µs a call even
     under no_grad: LSTM B=1 H=128 inference 0.349 → 0.298 ms); with gradients in eager mode through
     `_Eager`; while torch.compile traces or a torch.func transform runs, as registered."""
-    op = getattr(torch.ops.rnnlab, name).default
+    op = _OPS.get(name) or _OPS.setdefault(name, getattr(torch.ops.rnnlab, name).default)
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
         return op(*args)
     if not needs_grad:
