@@ -157,3 +157,33 @@ def test_a_parametrized_weight_is_read_through_its_parametrization():
     torch.testing.assert_close(layer(x)[0], plain(x)[0])
     with torch.no_grad():
         torch.testing.assert_close(layer(x)[0], plain(x)[0])
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_parametrized_weight_is_read_through_its_parametrization(mode):
+    """A parametrization moves ``weight_hh_l0`` out of ``_parameters``: the layer must read the
+    parametrized value (not skip it) and send the gradient to the original parameter."""
+    from torch.nn.utils import parametrize
+
+    class Doubled(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    torch.manual_seed(0)
+    name, kw = MODES[mode]
+    layer = getattr(rnnlab, name)(I, H, num_layers=2, bidirectional=True, **kw).double()
+    plain = getattr(rnnlab, name)(I, H, num_layers=2, bidirectional=True, **kw).double()
+    plain.load_state_dict(layer.state_dict())
+    with torch.no_grad():
+        plain.weight_hh_l1_reverse.mul_(2)
+    parametrize.register_parametrization(layer, "weight_hh_l1_reverse", Doubled())
+    assert "weight_hh_l1_reverse" not in layer._parameters
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    out, h = layer(x)
+    ref_out, ref_h = plain(x)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(flat_state(h), flat_state(ref_h))
+    _loss(out, h).backward()
+    _loss(ref_out, ref_h).backward()
+    original = layer.parametrizations.weight_hh_l1_reverse.original
+    torch.testing.assert_close(original.grad, 2 * plain.weight_hh_l1_reverse.grad)
