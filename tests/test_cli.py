@@ -20,10 +20,10 @@ def test_bench_quick_runs_and_writes_json(tmp_path):
     assert {c["cell"] for c in cases} == {"rnn", "lstm", "gru"}
     assert all(c["train"]["ratio"] > 0 and c["infer"]["ratio"] > 0 for c in cases)
     assert results["targets"], "the targets table is filled"
-    # both sides' share of the large SGEMM's rate, where the FLOPs are defined (not packed)
-    dense = [c for c in cases if not c["packed"]]
-    assert dense and all(c[m]["E_peak"] > 0 and c[m]["E_peak_torch"] > 0
-                         for c in dense for m in ("train", "infer"))
+    # both sides' share of the large SGEMM's rate, packed cases included (their steps' rows)
+    assert any(c["packed"] for c in cases)
+    assert all(c[m]["E_peak"] > 0 and c[m]["E_peak_torch"] > 0 and c[m]["E_gemm"] > 0
+               for c in cases for m in ("train", "infer"))
 
 
 def test_bench_forward_flops_sum_layers_and_directions():
@@ -36,6 +36,25 @@ def test_bench_forward_flops_sum_layers_and_directions():
     assert forward_flops(case) == 2 * (2 * 3 * 2 * 16 * 8) + 2 * (2 * 3 * 2 * 16 * 12)
     one = Case(group="main", cell="gru", steps=5, batch=1, hidden=3)
     assert forward_flops(one) == 2 * 5 * 1 * 9 * 6
+
+
+def test_bench_flops_and_gemm_reference_cover_packed_and_projected_cases():
+    """A packed case counts the rows its steps run (its batch sizes), a projected LSTM adds W_hr's
+    2·B·H·P a step; both get a GEMM reference (E_gemm) like the dense cases."""
+    from rnnlab.bench.cases import Case, packed_lengths, step_rows
+    from rnnlab.bench.run import _shapes, forward_flops
+
+    packed = Case(group="packed", cell="lstm", steps=6, batch=4, hidden=3, packed=True)
+    rows = step_rows(packed)
+    lengths = packed_lengths(packed)
+    assert rows == tuple(int((lengths > t).sum()) for t in range(6)) and rows[0] == 4
+    assert sum(rows) == int(lengths.sum())
+    assert forward_flops(packed) == 2 * sum(rows) * 12 * (3 + 3)
+    proj = Case(group="proj", cell="lstm", steps=5, batch=2, hidden=4, proj=3)
+    assert forward_flops(proj) == 2 * 5 * 2 * 16 * (4 + 3) + 2 * 5 * 2 * 4 * 3
+    for case in (packed, proj):
+        for train in (False, True):
+            assert _shapes(case, case.hidden).reference_time(train) > 0
 
 
 def test_bench_only_runs_the_matching_cases_and_rejects_unknown_ones(tmp_path):

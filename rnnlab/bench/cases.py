@@ -89,6 +89,20 @@ class EagerGRUBefore(nn.Module):
         return torch.stack(outs), h
 
 
+def packed_lengths(case: Case, seed: int = 0) -> Tensor:
+    """A packed case's sequence lengths: uniform in [T/2, T] (BENCH.md), fixed by ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(case.steps // 2, case.steps + 1, (case.batch,), generator=gen)
+
+
+def step_rows(case: Case, seed: int = 0) -> tuple[int, ...]:
+    """The rows each step runs: B, or for a packed case its running sequences (batch_sizes)."""
+    if not case.packed:
+        return (case.batch,) * case.steps
+    lengths = packed_lengths(case, seed)
+    return tuple(int((lengths > t).sum()) for t in range(case.steps))
+
+
 def build(case: Case, seed: int = 0) -> tuple[nn.Module, nn.Module, Callable[[], tuple]]:
     """(ours, peer, make_input) with identical weights; make_input gives the forward arguments."""
     torch.manual_seed(seed)
@@ -111,9 +125,7 @@ def build(case: Case, seed: int = 0) -> tuple[nn.Module, nn.Module, Callable[[],
         return (h, c0.detach().requires_grad_()) if case.cell == "lstm" else h
 
     if case.packed:
-        gen = torch.Generator().manual_seed(seed)
-        low = case.steps // 2
-        lengths = torch.randint(low, case.steps + 1, (case.batch,), generator=gen)
+        lengths = packed_lengths(case, seed)
 
         def make() -> tuple:
             xi = x.detach().requires_grad_()

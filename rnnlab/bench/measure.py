@@ -86,8 +86,10 @@ def sgemm_flops(threads: int, n: int = 2048) -> dict[str, float]:
 
 @dataclass
 class GemmShapes:
-    """The GEMMs a layer needs (for E_gemm): input projection, T recurrent steps, and for training
-    the data/weight gradients. ``G`` gate blocks of ``H`` rows, hidden state width ``P``."""
+    """The GEMMs a layer needs (for E_gemm): input projection, one recurrent GEMM a step (and the
+    LSTM's projection W_hr when ``state`` < ``hidden``), and for training the data/weight
+    gradients. ``G`` gate blocks of ``H`` rows, hidden state width ``P``; ``rows``: the rows each
+    step runs (a packed case's batch sizes), empty for ``batch`` rows at every step."""
 
     steps: int
     batch: int
@@ -95,36 +97,50 @@ class GemmShapes:
     hidden: int
     gates: int
     state: int
+    rows: tuple[int, ...] = ()
+
+    def step_rows(self) -> tuple[int, ...]:
+        return self.rows or (self.batch,) * self.steps
 
     def flops_forward(self) -> float:
-        """``F = 2·B·G·H·(I+H)`` per step, times T (BENCH.md)."""
-        g = self.gates * self.hidden
-        return 2.0 * self.steps * self.batch * g * (self.inputs + self.state)
+        """``F = 2·B·G·H·(I+P)`` per step (BENCH.md, with P = H unless projected), summed over
+        the steps' rows, plus ``2·B·H·P`` a step for a projection."""
+        n = sum(self.step_rows())
+        projection = 2.0 * n * self.hidden * self.state if self.state != self.hidden else 0.0
+        return 2.0 * n * self.gates * self.hidden * (self.inputs + self.state) + projection
 
     def reference_time(self, train: bool, dtype: torch.dtype = torch.float32) -> float:
         """Seconds to run just those GEMMs at the same shapes: the faster of torch.mm and, when the
         extension is built, the kernels' own GEMM (kernels.mm), as for the E_peak basis."""
-        T, B, g = self.steps, self.batch, self.gates * self.hidden
-        x = torch.randn(T * B, self.inputs, dtype=dtype)
-        w_ih = torch.randn(g, self.inputs, dtype=dtype)
-        w_hh = torch.randn(g, self.state, dtype=dtype)
-        h = torch.randn(B, self.state, dtype=dtype)
-        proj, step = torch.empty(T * B, g, dtype=dtype), torch.empty(B, g, dtype=dtype)
-        d_step = torch.empty(B, self.state, dtype=dtype)
-        dx = torch.empty(T * B, self.inputs, dtype=dtype)
-        dw_ih = torch.empty(g, self.inputs, dtype=dtype)
-        dw_hh = torch.empty(g, self.state, dtype=dtype)
-        states = torch.randn(T * B, self.state, dtype=dtype)
+        rows, g, H, P = self.step_rows(), self.gates * self.hidden, self.hidden, self.state
+        n, B, projected = sum(rows), max(self.step_rows()), P != H
+
+        def new(*shape: int) -> Tensor:
+            return torch.randn(*shape, dtype=dtype)
+
+        x, w_ih, w_hh, w_hr = new(n, self.inputs), new(g, self.inputs), new(g, P), new(P, H)
+        gates, dx, dw_ih = new(n, g), new(n, self.inputs), new(g, self.inputs)
+        dw_hh, dw_hr = new(g, P), new(P, H)
+        states, cells = new(n, P), new(n, H)
+        h, step, r, d_step, d_r = new(B, P), new(B, g), new(B, H), new(B, P), new(B, H)
+        # each step's operands, cut once (a slice in the timed loop would add its own cost)
+        cut = [(h[:m], step[:m], r[:m], d_step[:m], d_r[:m]) for m in rows]
 
         def run(mm: Callable[[Tensor, Tensor, Tensor], object]) -> None:
-            mm(x, w_ih.t(), proj)
-            for _ in range(T):
-                mm(h, w_hh.t(), step)
+            mm(x, w_ih.t(), gates)  # input projection, all steps
+            for h_t, step_t, r_t, _, _ in cut:
+                mm(h_t, w_hh.t(), step_t)  # gates_t += h_{t-1} W_hh^T
+                if projected:
+                    mm(r_t, w_hr.t(), h_t)  # h_t = r_t W_hr^T
             if train:
-                for _ in range(T):
-                    mm(step, w_hh, d_step)
-                mm(proj, w_ih, dx)
-                mm(proj.t(), x, dw_ih)
-                mm(proj.t(), states, dw_hh)
+                for _, step_t, _, dh_t, dr_t in cut:
+                    if projected:
+                        mm(dh_t, w_hr, dr_t)  # dr = dh W_hr
+                    mm(step_t, w_hh, dh_t)  # dh_{t-1} = da W_hh
+                mm(gates, w_ih, dx)
+                mm(gates.t(), x, dw_ih)
+                mm(gates.t(), states, dw_hh)
+                if projected:
+                    mm(states.t(), cells, dw_hr)  # dW_hr = dh^T r
 
         return min(interleaved([lambda mm=mm: run(mm) for mm in mm_ways().values()], reps=5, warmup=1))

@@ -16,7 +16,7 @@ from torch import nn
 import rnnlab
 from rnnlab import kernels
 
-from .cases import GATES, Case, build, grid, workload
+from .cases import GATES, Case, build, grid, step_rows, workload
 from .measure import GemmShapes, interleaved, peak_bytes, sgemm_flops
 from .report import markdown, targets
 
@@ -32,7 +32,7 @@ def cpu_model() -> str:
 
 def _shapes(case: Case, inputs: int) -> GemmShapes:
     return GemmShapes(case.steps, case.batch, inputs, case.hidden, GATES[case.cell],
-                      case.proj or case.hidden)
+                      case.proj or case.hidden, step_rows(case) if case.packed else ())
 
 
 def forward_flops(case: Case) -> float:
@@ -57,11 +57,11 @@ def run_case(case: Case, threads: int, reps: int, roofline: bool) -> dict:
             [workload(peer, make, train), workload(ours, make, train)], reps=reps
         )
         entry = {"torch_ms": t_peer * 1e3, "ours_ms": t_ours * 1e3, "ratio": t_peer / t_ours}
-        if roofline and not case.packed:
+        if roofline:
             # E_peak of both sides: where both run near the large SGEMM's rate, the ratio cannot
             # grow much (FLOP-bound), whatever either kernel does
             entry["flop"] = forward_flops(case) * (3 if train else 1)
-        if roofline and case.layers == 1 and not case.bidirectional and not case.packed:
+        if roofline and case.layers == 1 and not case.bidirectional:
             entry["gemm_ref_ms"] = _shapes(case, case.hidden).reference_time(train) * 1e3
         row[mode] = entry
     if roofline:
