@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence
 
 from . import _checks as check
-from . import kernels
+from . import kernels, stepping
 from . import sequence as seq
 from .cells import GRU_RESETS, NONLINEARITIES
 
@@ -260,44 +260,12 @@ class RNNBase(nn.Module):
     def step(self, input: Tensor, hx: Any = None) -> tuple[Tensor, Any]:
         """One time step for streaming/generation: ``input (B, I)`` → ``(output (B, H_out), h)``.
 
-        Same result as ``forward(input.unsqueeze(0), hx)`` with the time dimension dropped; the
-        state is carried by the caller, so nothing is re-run. Unidirectional layers only. Without
-        gradients on the fused backend it calls the single-step kernels directly (low latency).
+        Same result as ``forward(input.unsqueeze(0), hx)`` with the time dimension dropped (h like
+        ``forward``'s h_n); the state is carried by the caller, so nothing is re-run.
+        Unidirectional layers only. Without gradients on the fused backend it calls the
+        single-step kernels directly (low latency; ``rnnlab.stepping``).
         """
-        fast = kernels.stream_step
-        if fast is not None and not kernels.reference_forced() and not (self.dropout and self.training):
-            # one C call for the whole stack; None when anything needs the checked path below
-            kind = self._stream_kind
-            if kind is not None:
-                result = fast(kind, input, hx, self._parameters, self._step_names)
-                if result is not None:
-                    return result
-        if self.bidirectional:
-            raise ValueError("step: expected a unidirectional layer, got bidirectional=True")
-        x = check.tensor("input", input)
-        if x.dim() != 2:
-            raise ValueError(f"input: expected a 2-D (B, I) tensor for step, got {x.dim()}-D")
-        if torch.is_grad_enabled() or kernels.backend(x.device, x.dtype) != "fused":
-            out, h = self.forward(x.unsqueeze(0), hx)
-            assert isinstance(out, Tensor)
-            return out[0], h
-        check.feature_size("input", x, self.input_size)
-        params = self._parameters
-        check.matches_params("input", x, params["weight_ih_l0"])  # type: ignore[arg-type]
-        check.nonempty("input", x, {"B (batch size)": 0})
-        state = seq.prepare_state(hx, x.unsqueeze(0), True, self._state_shapes(x.shape[0]))
-        finals: list[list[Tensor]] = [[] for _ in state]
-        new: tuple[Tensor, ...] = ()
-        for layer, names in enumerate(self._step_names):
-            weights = tuple(params.get(n) for n in names)
-            new = self._step_kernel(x, tuple(s[layer] for s in state), weights)  # type: ignore[arg-type]
-            for final, h in zip(finals, new):
-                final.append(h)
-            x = new[0]
-            if self.dropout and self.training and layer < self.num_layers - 1:
-                x = F.dropout(x, self.dropout, training=True)
-        h_n = tuple(f[0] if len(f) == 1 else torch.cat(f) for f in finals)
-        return new[0], (h_n if len(h_n) == 2 else h_n[0])
+        return stepping.layer_step(self, input, hx)
 
     def _step_kernel(self, x: Tensor, state: tuple[Tensor, ...], params: Params) -> tuple[Tensor, ...]:
         raise NotImplementedError

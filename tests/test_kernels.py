@@ -489,3 +489,32 @@ def test_reverse_kernel_equals_forward_on_flipped_time(cell, steps, batch):
 
     for a, b in zip(run(True), run(False), strict=True):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_checked_step_path_equals_forward(variant):
+    """The checked step path (taken when the one-call step declines: here a non-contiguous input,
+    then a parametrized weight that is not in ``_parameters``) returns forward's output and h_n
+    with h_n shaped (L, B, H) like forward's."""
+    from torch.nn.utils import parametrize
+
+    class Doubled(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    cls, kw = VARIANTS[variant]
+    layer = cls(5, 6, num_layers=3, **kw).double()
+    x = torch.randn(5, 4, dtype=torch.float64).t()  # (B=4, I=5), not contiguous
+    for _ in range(2):
+        with torch.no_grad():
+            args = (layer._stream_kind, layer._parameters, layer._step_names)
+            assert kernels.stream_step(args[0], x, None, args[1], args[2]) is None
+            out, h = layer.step(x)
+            ref_out, ref_h = layer(x.unsqueeze(0))
+        torch.testing.assert_close(out, ref_out[0], **_tol(torch.float64))
+        for a, b in zip(h if isinstance(h, tuple) else (h,),
+                        ref_h if isinstance(ref_h, tuple) else (ref_h,), strict=True):
+            assert a.shape == b.shape == (3, 4, a.shape[-1])
+            torch.testing.assert_close(a, b, **_tol(torch.float64))
+        parametrize.register_parametrization(layer, "weight_hh_l1", Doubled())
+        x = x.contiguous()  # the second round declines for the parametrized weight alone

@@ -1,0 +1,63 @@
+"""One time step of a stacked layer (``RNN/LSTM/GRU.step``): streaming and text generation.
+
+Without gradients on the fused backend a step is a few microseconds of arithmetic, so it takes the
+shortest path there is: ``kernels.stream_step``, one C call for the whole stack, which answers
+None for anything it does not check itself (a non-contiguous input, a mismatched state, a
+parametrized weight it cannot find in ``_parameters``). Then the checked path below runs: the
+arguments validated with the layers' messages, one single-step op per layer. With gradients, or
+on the reference backend, a step is ``forward`` over one time step.
+
+Shapes: input ``(B, I)``; h like ``forward``'s h_n, ``(L, B, H_out)`` (LSTM: with c ``(L, B, H)``);
+the output ``(B, H_out)`` is the last layer's new h.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _checks as check
+from . import kernels
+from . import sequence as seq
+
+if TYPE_CHECKING:
+    from .layers import RNNBase
+
+
+def layer_step(layer: RNNBase, input: Tensor, hx: Any = None) -> tuple[Tensor, Any]:
+    """``layer.step(input, hx)``: see the module docstring."""
+    fast = kernels.stream_step
+    if fast is not None and not kernels.reference_forced() and not (layer.dropout and layer.training):
+        kind = layer._stream_kind
+        if kind is not None:
+            result = fast(kind, input, hx, layer._parameters, layer._step_names)
+            if result is not None:
+                return result
+    if layer.bidirectional:
+        raise ValueError("step: expected a unidirectional layer, got bidirectional=True")
+    x = check.tensor("input", input)
+    if x.dim() != 2:
+        raise ValueError(f"input: expected a 2-D (B, I) tensor for step, got {x.dim()}-D")
+    if torch.is_grad_enabled() or kernels.backend(x.device, x.dtype) != "fused":
+        out, h = layer.forward(x.unsqueeze(0), hx)
+        assert isinstance(out, Tensor)
+        return out[0], h
+    check.feature_size("input", x, layer.input_size)
+    check.matches_params("input", x, layer._params(0, 0)[0])
+    check.nonempty("input", x, {"B (batch size)": 0})
+    state = seq.prepare_state(hx, x.unsqueeze(0), True, layer._state_shapes(x.shape[0]))
+    finals: list[list[Tensor]] = [[] for _ in state]  # per state kind, each layer's (B, ·)
+    new: tuple[Tensor, ...] = ()
+    for index in range(layer.num_layers):
+        # (through _params: a parametrized weight is read as its parametrization gives it)
+        new = layer._step_kernel(x, tuple(s[index] for s in state), layer._params(index, 0))
+        for final, h in zip(finals, new):
+            final.append(h)
+        x = new[0]
+        if layer.dropout and layer.training and index < layer.num_layers - 1:
+            x = F.dropout(x, layer.dropout, training=True)
+    h_n = tuple(torch.stack(f) for f in finals)  # (L, B, ·)
+    return new[0], (h_n if len(h_n) == 2 else h_n[0])
