@@ -172,12 +172,12 @@ inline int64_t chunk_steps(int64_t T, int64_t B, int64_t width) {
   int64_t floor_steps = (floor_rows + B - 1) / B;
   // B = 1 whose floor covers the whole sequence: chunks of half of it, so that the two-core
   // pipeline (pipeline.h, which halves them again) runs the weight gradients of finished chunks
-  // beside the recurrence (and the next chunk's input projection beside a forward recurrence). Same process, torch interleaved,
-  // 2 threads, T=100, training ms, one chunk → two: RNN H=128 0.693 → 0.643, H=256 1.448 → 1.367,
-  // LSTM H=64 0.560 → 0.522 (inference 0.202 → 0.189), GRU H=64 0.823 → 0.807, RNN H=64 0.391 →
-  // 0.384; T=672 RNN H=32 0.778 → 0.767; T=20 LSTM H=64 0.341 → 0.317.
+  // beside the recurrence (and the next chunk's input projection beside a forward recurrence).
+  // Same process, torch interleaved, 2 threads, T=100, training ms, whole → half: RNN H=128
+  // 0.693 → 0.643, H=256 1.448 → 1.367, LSTM H=64 0.560 → 0.522 (inference 0.202 → 0.189), GRU
+  // H=64 0.823 → 0.807, RNN H=64 0.391 → 0.384; T=672 RNN H=32 0.778 → 0.767; T=20 LSTM H=64
+  // 0.341 → 0.317. (GRU and LSTM at H=128, already in chunks, are unchanged.)
   if (B == 1 && floor_steps >= T && T >= 2) floor_steps = (T + 1) / 2;
-
   return std::max<int64_t>(1, std::min<int64_t>(T, std::max(floor_steps, cap)));
 }
 
