@@ -98,13 +98,14 @@ class RNNBase(nn.Module):
                     self._flat_weights_names.append(name)
         self.reset_parameters()
         kinds = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr")
-        self._step_names = [tuple(f"{k}_l{layer}" for k in kinds) for layer in range(num_layers)]
         # [layer][direction] → the five names, None where the layer has no such parameter
         self._param_names = [
             [tuple(n if n in self._flat_weights_names else None
                    for n in (f"{k}_l{layer}{suffix}" for k in kinds)) for suffix in self._suffixes()]
             for layer in range(num_layers)
         ]
+        # the forward direction's, per layer: what the one-call step looks up (None: absent)
+        self._step_names = [names[0] for names in self._param_names]
 
     @property
     def num_directions(self) -> int:

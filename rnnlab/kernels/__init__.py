@@ -35,15 +35,13 @@ __all__ = ["AVAILABLE", "LOAD_ERROR", "ONEDNN", "backend", "empty_cache", "gemm_
 _FUSED_DTYPES = (torch.float32, torch.float64)
 
 
+def _serves(on_cpu: bool, dtype: torch.dtype) -> bool:
+    return AVAILABLE and not _forced_reference and on_cpu and dtype in _FUSED_DTYPES
+
+
 def backend(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> str:
     """``"fused"`` when the compiled CPU kernels serve ``device``/``dtype``, else ``"reference"``."""
-    fused = (
-        AVAILABLE
-        and not _forced_reference
-        and torch.device(device).type == "cpu"
-        and dtype in _FUSED_DTYPES
-    )
-    return "fused" if fused else "reference"
+    return "fused" if _serves(torch.device(device).type == "cpu", dtype) else "reference"
 
 
 @contextmanager
@@ -166,7 +164,7 @@ if AVAILABLE and os.environ.get("RNNLAB_WORKSPACE_CACHE"):
 def _fused(x: Tensor) -> bool:
     """``backend(x.device, x.dtype) == "fused"``, without building a device: the layers ask on
     every call, where a B = 1 call's Python counts (see ``uses_onednn``)."""
-    return AVAILABLE and not _forced_reference and x.is_cpu and x.dtype in _FUSED_DTYPES
+    return _serves(x.is_cpu, x.dtype)
 
 
 def uses_onednn(kind: str, x: Tensor, mask: Tensor | None, hidden: int, train: bool,
