@@ -98,9 +98,9 @@ class StepGemm<float> {
       : w_(w), ldw_(ldw), trans_(trans), M_(M), N_(N), K_(K) {
     serial_ = M * N * K < kSerialStep;
     // oneDNN as the GEMM library (gemm.h): its matmul primitive runs the full-batch steps that
-    // matmul_rows picks (matmul.cpp; W reordered once, as MKL's pack is), gemm() on W a packed
-    // sequence's shorter ones, dnnl_sgemm the other steps of more than one row. Otherwise MKL's
-    // packed GEMM.
+    // matmul_rows picks (matmul.cpp; W reordered once, as MKL's pack is), dnnl_sgemm on W in
+    // blocks of ≤ 15 rows a packed sequence's shorter ones (gemm.h onednn_sgemm_rows), dnnl_sgemm
+    // the other steps of more than one row. Otherwise MKL's packed GEMM.
     const bool blocked = matmul_rows(M, N * K);
     sgemm_ = M > 1 && !blocked && use_onednn_gemm();
 #ifdef RNNLAB_ONEDNN
@@ -124,7 +124,8 @@ class StepGemm<float> {
     if (matmul_ && m == M_ && (beta == 0.0f || beta == 1.0f))
       return onednn_matmul_run(*matmul_, A, lda, beta, C, ldc, serial_);
 #endif
-    if (matmul_) return gemm<float>(false, trans_, m, N_, K_, 1.0f, A, lda, w_, ldw_, beta, C, ldc);
+    if (matmul_)  // (a packed sequence's shorter steps)
+      return onednn_sgemm_rows(trans_, m, N_, K_, A, lda, w_, ldw_, beta, C, ldc, serial_);
     const int previous = serial_ ? MKL_Set_Num_Threads_Local(1) : 0;
     if (!packed_) gemm<float>(false, trans_, m, N_, K_, 1.0f, A, lda, w_, ldw_, beta, C, ldc);
     else
