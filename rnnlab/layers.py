@@ -104,8 +104,10 @@ class RNNBase(nn.Module):
                    for n in (f"{k}_l{layer}{suffix}" for k in kinds)) for suffix in self._suffixes()]
             for layer in range(num_layers)
         ]
-        # the forward direction's, per layer: what the one-call step looks up (None: absent)
-        self._step_names = [names[0] for names in self._param_names]
+        # the forward direction's, per layer: what the one-call step looks up (None: absent), as
+        # the very key objects of _parameters (a lookup then matches by identity)
+        keys = {name: name for name in self._parameters}
+        self._step_names = [tuple(keys.get(n) for n in names[0]) for names in self._param_names]
 
     @property
     def num_directions(self) -> int:
@@ -258,15 +260,8 @@ class RNNBase(nn.Module):
         return output, (h_n if len(h_n) == 2 else h_n[0])
 
 
-    def step(self, input: Tensor, hx: Any = None) -> tuple[Tensor, Any]:
-        """One time step for streaming/generation: ``input (B, I)`` → ``(output (B, H_out), h)``.
-
-        Same result as ``forward(input.unsqueeze(0), hx)`` with the time dimension dropped (h like
-        ``forward``'s h_n); the state is carried by the caller, so nothing is re-run.
-        Unidirectional layers only. Without gradients on the fused backend it calls the
-        single-step kernels directly (low latency; ``rnnlab.stepping``).
-        """
-        return stepping.layer_step(self, input, hx)
+    # one time step for streaming/generation (stepping.py; the function itself, no call between)
+    step = stepping.layer_step
 
     def _step_kernel(self, x: Tensor, state: tuple[Tensor, ...], params: Params) -> tuple[Tensor, ...]:
         raise NotImplementedError

@@ -27,37 +27,47 @@ if TYPE_CHECKING:
     from .layers import RNNBase
 
 
-def layer_step(layer: RNNBase, input: Tensor, hx: Any = None) -> tuple[Tensor, Any]:
-    """``layer.step(input, hx)``: see the module docstring."""
-    fast = kernels.stream_step
-    if fast is not None and not kernels.reference_forced() and not (layer.dropout and layer.training):
-        kind = layer._stream_kind
+_fast = kernels.stream_step
+
+
+def layer_step(self: RNNBase, input: Tensor, hx: Any = None) -> tuple[Tensor, Any]:
+    """One time step for streaming/generation: ``input (B, I)`` → ``(output (B, H_out), h)``.
+
+    Same result as ``forward(input.unsqueeze(0), hx)`` with the time dimension dropped (h like
+    ``forward``'s h_n); the state is carried by the caller, so nothing is re-run.
+    Unidirectional layers only. Without gradients on the fused backend it calls the single-step
+    kernels directly (low latency; see the module docstring). This is ``RNN/LSTM/GRU.step``.
+    """
+    # (the fast path's tests are ordered and spelled for a few hundred ns: a step of a small
+    # layer takes ~2 µs in all; kernels._forced_reference is what reference_forced() reads)
+    if _fast is not None and not (self.dropout and self.training) and not kernels._forced_reference:
+        kind = self._stream_kind
         if kind is not None:
-            result = fast(kind, input, hx, layer._parameters, layer._step_names)
+            result = _fast(kind, input, hx, self._parameters, self._step_names)
             if result is not None:
                 return result
-    if layer.bidirectional:
+    if self.bidirectional:
         raise ValueError("step: expected a unidirectional layer, got bidirectional=True")
     x = check.tensor("input", input)
     if x.dim() != 2:
         raise ValueError(f"input: expected a 2-D (B, I) tensor for step, got {x.dim()}-D")
     if torch.is_grad_enabled() or kernels.backend(x.device, x.dtype) != "fused":
-        out, h = layer.forward(x.unsqueeze(0), hx)
+        out, h = self.forward(x.unsqueeze(0), hx)
         assert isinstance(out, Tensor)
         return out[0], h
-    check.feature_size("input", x, layer.input_size)
-    check.matches_params("input", x, layer._params(0, 0)[0])
+    check.feature_size("input", x, self.input_size)
+    check.matches_params("input", x, self._params(0, 0)[0])
     check.nonempty("input", x, {"B (batch size)": 0})
-    state = seq.prepare_state(hx, x.unsqueeze(0), True, layer._state_shapes(x.shape[0]))
+    state = seq.prepare_state(hx, x.unsqueeze(0), True, self._state_shapes(x.shape[0]))
     finals: list[list[Tensor]] = [[] for _ in state]  # per state kind, each layer's (B, ·)
     new: tuple[Tensor, ...] = ()
-    for index in range(layer.num_layers):
+    for index in range(self.num_layers):
         # (through _params: a parametrized weight is read as its parametrization gives it)
-        new = layer._step_kernel(x, tuple(s[index] for s in state), layer._params(index, 0))
+        new = self._step_kernel(x, tuple(s[index] for s in state), self._params(index, 0))
         for final, h in zip(finals, new):
             final.append(h)
         x = new[0]
-        if layer.dropout and layer.training and index < layer.num_layers - 1:
-            x = F.dropout(x, layer.dropout, training=True)
+        if self.dropout and self.training and index < self.num_layers - 1:
+            x = F.dropout(x, self.dropout, training=True)
     h_n = tuple(torch.stack(f) for f in finals)  # (L, B, ·)
     return new[0], (h_n if len(h_n) == 2 else h_n[0])

@@ -435,6 +435,9 @@ def test_streaming_step_is_one_call_and_declines_what_it_does_not_check(variant)
     cls, kw = VARIANTS[variant]
     layer = cls(5, 6, num_layers=2, **kw)
     args = (layer._stream_kind, layer._parameters, layer._step_names)
+    # the names are _parameters' own key objects: the C call's dict lookups match by identity
+    keys = list(layer._parameters)
+    assert all(any(n is k for k in keys) for names in args[2] for n in names if n is not None)
     x = torch.randn(3, 5)
     with torch.no_grad():
         result = kernels.stream_step(args[0], x, None, args[1], args[2])

@@ -158,6 +158,19 @@ void run(long kind, const Tensor& x, const std::vector<LayerWeights>& w, int64_t
   std::copy(in, in + B * P, out);
 }
 
+// (a, b), taking both references (nullptr, with the error set, when either is)
+PyObject* pair(PyObject* a, PyObject* b) {
+  PyObject* t = a && b ? PyTuple_New(2) : nullptr;
+  if (!t) {
+    Py_XDECREF(a);
+    Py_XDECREF(b);
+    return nullptr;
+  }
+  PyTuple_SET_ITEM(t, 0, a);
+  PyTuple_SET_ITEM(t, 1, b);
+  return t;
+}
+
 PyObject* step(PyObject* const* args, Py_ssize_t nargs) {
   if (nargs != 5 || at::GradMode::is_enabled() || !PyDict_Check(args[3])) Py_RETURN_NONE;
   const long kind = PyLong_AsLong(args[0]);
@@ -214,9 +227,8 @@ PyObject* step(PyObject* const* args, Py_ssize_t nargs) {
                   h_n.data_ptr<scalar_t>(), lstm ? c_n.data_ptr<scalar_t>() : nullptr,
                   out.data_ptr<scalar_t>());
   });
-  PyObject* state = lstm ? Py_BuildValue("(NN)", THPVariable_Wrap(h_n), THPVariable_Wrap(c_n))
-                         : THPVariable_Wrap(h_n);
-  return Py_BuildValue("(NN)", THPVariable_Wrap(out), state);
+  return pair(THPVariable_Wrap(out), lstm ? pair(THPVariable_Wrap(h_n), THPVariable_Wrap(c_n))
+                                          : THPVariable_Wrap(h_n));
 }
 
 }  // namespace
