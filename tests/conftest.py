@@ -19,6 +19,16 @@ MODES = {
     "gru": ("GRU", {}),
 }
 
+# the kernels' cell variants: (rnnlab class, constructor kwargs)
+VARIANTS = {
+    "rnn_tanh": (rnnlab.RNN, {"nonlinearity": "tanh"}),
+    "rnn_relu": (rnnlab.RNN, {"nonlinearity": "relu"}),
+    "lstm": (rnnlab.LSTM, {}),
+    "lstm_proj": (rnnlab.LSTM, {"proj_size": 3}),
+    "gru_after": (rnnlab.GRU, {"reset": "after"}),
+    "gru_before": (rnnlab.GRU, {"reset": "before"}),
+}
+
 
 def tol(dtype: torch.dtype) -> dict[str, float]:
     return (
