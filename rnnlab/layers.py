@@ -178,15 +178,16 @@ class RNNBase(nn.Module):
         self, input: Tensor | PackedSequence, hx: Any = None, *, lengths: Any = None
     ) -> tuple[Tensor | PackedSequence, Any]:
         packed = isinstance(input, PackedSequence)
+        first = self._params(0, 0)  # (the input is checked against w_ih_l0; layer 0 then runs them)
         # packed input on kernels that address its rows directly stays packed: x (N, F)
         rows = input.batch_sizes if packed and self._packed_rows(input.data) else None
         if rows is not None:
-            seq.check_packed(input, lengths, self.input_size, self.weight_ih_l0)
+            seq.check_packed(input, lengths, self.input_size, first[0])
             x, lens, batched = input.data, None, True
             last = seq.last_rows(rows, x.device)  # each sequence's final step, for h_n
         else:
             x, lens, batched = seq.prepare_input(
-                input, lengths, self.input_size, self.batch_first, self._params(0, 0)[0]
+                input, lengths, self.input_size, self.batch_first, first[0]
             )
         batch = x.shape[1] if rows is None else int(rows[0])
         shapes = self._state_shapes(batch)
@@ -218,7 +219,7 @@ class RNNBase(nn.Module):
         directions = self.num_directions
         for layer in range(self.num_layers):
             outs = []
-            params = [self._params(layer, d) for d in range(directions)]
+            params = [first if layer == d == 0 else self._params(layer, d) for d in range(directions)]
             # the directions together: one backward node, or at inference both at once
             with kernels.joint_directions(directions, params[0][1]):
                 runs = [
