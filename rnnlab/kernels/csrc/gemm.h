@@ -129,12 +129,11 @@ inline void onednn_sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64
 
 // The same with op(A) non-transposed, in blocks of at most 15 rows: dnnl_sgemm's kernel for
 // M < 16 reads W as it lies, while from 16 rows it packs op(B) on every call (onednn_rows). For
-// a step of 16 ≤ M < 256 rows through a W of its own (a packed sequence's shorter steps, which
-// the full-batch matmul primitive does not take; and mm_into's GEMMs that MKL took) this beats
-// MKL on AMD. µs per call, one thread
-// → two, MKL → blocks: [16, 256] @ [256, 1024] 118 → 93 / 85 → 52, [18, …] 136 → 102 / 101 →
-// 56, [24, …] 158 → 132 / 101 → 73, [32, …] 198 → 182 / 133 → 110; [18, 512] @ [512, 2048] 529
-// → 373 / 384 → 204, [64, …] 1524 → 1407 / 1095 → 771.
+// 16 ≤ M < 256 rows against a W of many weights (a packed sequence's shorter steps, which the
+// full-batch matmul primitive does not take; mm_into's GEMMs that MKL took) this beats MKL on
+// AMD. µs per call, one thread → two, MKL → blocks: [16, 256] @ [256, 1024] 118 → 93 / 85 → 52,
+// [18, …] 136 → 102 / 101 → 56, [24, …] 158 → 132 / 101 → 73, [32, …] 198 → 182 / 133 → 110;
+// [18, 512] @ [512, 2048] 529 → 373 / 384 → 204, [64, …] 1524 → 1407 / 1095 → 771.
 inline void onednn_sgemm_rows(bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
                               int64_t lda, const float* B, int64_t ldb, float beta, float* C,
                               int64_t ldc, bool serial) {
