@@ -3,6 +3,13 @@
 Same constructor arguments, parameter names (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``),
 shapes, gate order and init ``U(-1/√H, 1/√H)``; ``forward(input, hx=None)`` takes ``(B, I)`` or
 unbatched ``(I,)`` input. The math is in ``rnnlab.cells``.
+
+When nothing needs a gradient (``torch.no_grad()``, or no tensor involved requires one) a step on
+the fused backend is one C call, ``kernels.cell_step``, the single-step kernels behind
+``Layer.step``: a streaming loop over a cell then costs a few microseconds a step instead of the
+dozen torch ops of the cell's equations. That call answers None for anything it does not check
+itself (a non-contiguous tensor, a mismatched state, a parametrized weight), and the checked path
+below runs, with its errors.
 """
 
 from __future__ import annotations
@@ -14,7 +21,19 @@ import torch
 from torch import Tensor, nn
 
 from . import _checks as check
+from . import kernels
 from .cells import GRU_RESETS, NONLINEARITIES, gru_cell, lstm_cell, rnn_cell
+
+_fast = kernels.cell_step
+_RNN_KINDS = {"tanh": 0, "relu": 1}  # cell_step's kinds (csrc/step.cpp): 2 LSTM, 3/4 GRU after/before
+_GRU_KINDS = {"after": 3, "before": 4}
+
+
+def _fused(kind: int | None, input: Tensor, hx: Any, params: dict) -> Any:
+    """``kernels.cell_step``'s answer, or None where the checked path must run."""
+    if _fast is None or kind is None or kernels._forced_reference or torch.compiler.is_compiling():
+        return None
+    return _fast(kind, input, hx, params)
 
 
 class RNNCellBase(nn.Module):
@@ -98,6 +117,9 @@ class RNNCell(RNNCellBase):
         super().__init__(input_size, hidden_size, bias, device, dtype)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        fused = _fused(_RNN_KINDS.get(self.nonlinearity), input, hx, self._parameters)
+        if fused is not None:
+            return fused
         x, (h,), batched = self._inputs(input, hx, 1)
         out = rnn_cell(
             x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity
@@ -113,6 +135,9 @@ class LSTMCell(RNNCellBase):
     def forward(
         self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, Tensor]:
+        fused = _fused(2, input, hx, self._parameters)
+        if fused is not None:
+            return fused
         x, (h, c), batched = self._inputs(input, hx, 2)
         h, c = lstm_cell(x, (h, c), self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
@@ -137,6 +162,9 @@ class GRUCell(RNNCellBase):
         super().__init__(input_size, hidden_size, bias, device, dtype)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
+        fused = _fused(_GRU_KINDS.get(self.reset), input, hx, self._parameters)
+        if fused is not None:
+            return fused
         x, (h,), batched = self._inputs(input, hx, 1)
         out = gru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.reset)
         return out if batched else out.squeeze(0)

@@ -116,12 +116,17 @@ def median_pass(passes: list[list[dict]], modes: tuple[str, ...] = ("train", "in
     return out
 
 
-def _stream_pair(cell: str, hidden: int, reps: int, steps: int = 100) -> tuple[float, float]:
-    """Seconds per step: torch.nn.*Cell called per step vs rnnlab ``Layer.step`` (no_grad, B=1)."""
+def _stream_pair(cell: str, hidden: int, api: str, reps: int, steps: int = 100) -> tuple[float, float]:
+    """Seconds per step: torch.nn.*Cell called per step vs rnnlab's (no_grad, B=1), ``api`` "cell"
+    (rnnlab.*Cell, like for like) or "step" (``Layer.step`` of a one-layer RNN/LSTM/GRU)."""
     peer = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}[cell](hidden, hidden)
-    ours = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}[cell](hidden, hidden)
-    ours.load_state_dict({f"{k}_l0": v for k, v in peer.state_dict().items()})
     xs = list(torch.randn(steps, 1, hidden).unbind(0))  # prepared: the loops time the steps only
+    if api == "cell":
+        ours = {"rnn": rnnlab.RNNCell, "lstm": rnnlab.LSTMCell, "gru": rnnlab.GRUCell}[cell](hidden, hidden)
+        ours.load_state_dict(peer.state_dict())
+    else:
+        ours = {"rnn": rnnlab.RNN, "lstm": rnnlab.LSTM, "gru": rnnlab.GRU}[cell](hidden, hidden)
+        ours.load_state_dict({f"{k}_l0": v for k, v in peer.state_dict().items()})
 
     def run_peer() -> None:
         with torch.no_grad():
@@ -129,25 +134,38 @@ def _stream_pair(cell: str, hidden: int, reps: int, steps: int = 100) -> tuple[f
             for x_t in xs:
                 state = peer(x_t, state)
 
-    def run_ours() -> None:
+    def run_cell() -> None:
+        with torch.no_grad():
+            state = None
+            for x_t in xs:
+                state = ours(x_t, state)
+
+    def run_step() -> None:
         with torch.no_grad():
             state = None
             for x_t in xs:
                 _, state = ours.step(x_t, state)
 
-    t_peer, t_ours = interleaved([run_peer, run_ours], reps=reps)
+    t_peer, t_ours = interleaved([run_peer, run_cell if api == "cell" else run_step], reps=reps)
     return t_peer / steps, t_ours / steps
 
 
+STREAM_APIS = ("cell", "step")
+_API_NAMES = {"cell": "rnnlab.*Cell", "step": "Layer.step"}
+
+
 def streaming(threads: int, reps: int) -> list[dict]:
-    """Per-step latency at B = 1, H ∈ {64, 256}, for the three cells."""
+    """Per-step latency at B = 1, H ∈ {64, 256}, for the three cells, each of rnnlab's two
+    single-step APIs in its own pairing with torch's cell (each of ours right after torch's)."""
     torch.set_num_threads(threads)
     rows = []
     for cell in GATES:
         for hidden in (64, 256):
-            t_peer, t_ours = _stream_pair(cell, hidden, reps)
-            rows.append({"cell": cell, "hidden": hidden, "threads": threads,
-                         "torch_us": t_peer * 1e6, "ours_us": t_ours * 1e6, "ratio": t_peer / t_ours})
+            for api in STREAM_APIS:
+                t_peer, t_ours = _stream_pair(cell, hidden, api, reps)
+                rows.append({"cell": cell, "hidden": hidden, "api": api, "threads": threads,
+                             "torch_us": t_peer * 1e6, "ours_us": t_ours * 1e6,
+                             "ratio": t_peer / t_ours})
     return rows
 
 
@@ -210,8 +228,9 @@ def main(quick: bool = False, threads_list: tuple[int, ...] = (2, 1), reps: int 
                 _progress(case.name, rows[-1])
             stream = streaming(threads, reps) if with_stream else []
             for s in stream:
-                print(f"stream {s['cell'].upper()} H={s['hidden']}: torch {s['torch_us']:.1f} µs, "
-                      f"ours {s['ours_us']:.1f} µs per step = {s['ratio']:.2f}×", flush=True)
+                print(f"stream {s['cell'].upper()} H={s['hidden']} ({_API_NAMES[s['api']]}): torch "
+                      f"{s['torch_us']:.1f} µs, ours {s['ours_us']:.1f} µs per step = {s['ratio']:.2f}×",
+                      flush=True)
             all_rows.append(rows)
             all_stream.append(stream)
         # the SGEMM again after the cases: this machine's rate drifts (seen 104–217 GFLOP/s on two

@@ -7,7 +7,8 @@ layout), so they are interchangeable and tested against each other.
 
 Within the fused path, dense fp32 inference may go to oneDNN's RNN primitives instead
 (``uses_onednn``: a rule measured per CPU, cell, hidden size, batch and thread count; override with
-``onednn_mode`` or ``RNNLAB_ONEDNN``); ``stream_step`` is the one-call step behind ``Layer.step``.
+``onednn_mode`` or ``RNNLAB_ONEDNN``); ``stream_step`` is the one-call step behind ``Layer.step``,
+``cell_step`` the one behind the cell modules' no-grad ``forward``.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ _forced_reference = os.environ.get("RNNLAB_BACKEND", "").lower() == "reference"
 # "auto" (measured rule below), "always" or "never"
 _onednn_mode = os.environ.get("RNNLAB_ONEDNN", "auto").lower()
 
-__all__ = ["AVAILABLE", "LOAD_ERROR", "ONEDNN", "backend", "empty_cache", "gemm_library", "gru", "lstm",
-           "onednn_mode", "reference_forced", "rnn", "stream_step", "use_reference", "uses_onednn",
-           "workspace_cache"]
+__all__ = ["AVAILABLE", "LOAD_ERROR", "ONEDNN", "backend", "cell_step", "empty_cache", "gemm_library",
+           "gru", "lstm", "onednn_mode", "reference_forced", "rnn", "stream_step", "use_reference",
+           "uses_onednn", "workspace_cache"]
 
 
 _FUSED_DTYPES = (torch.float32, torch.float64)
@@ -78,6 +79,9 @@ def reference_forced() -> bool:
 # stream_step(kind, x, hx, params, names) → (output, h_n), or None when the call needs the
 # validated path (gradients on, any mismatch). None when the extension is not built.
 stream_step = _C.stream_step if AVAILABLE else None
+# The same for a cell module (RNNCell/LSTMCell/GRUCell.forward): cell_step(kind, x, hx, params)
+# → h' or (h', c'), or None (gradients needed, any mismatch).
+cell_step = _C.cell_step if AVAILABLE else None
 
 
 def workspace_cache(limit: int | None = None, min_bytes: int | None = None) -> dict[str, int]:

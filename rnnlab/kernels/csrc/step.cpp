@@ -1,5 +1,5 @@
 // Single time steps for streaming and generation (no gradients): x [B,I], state [B,H] → new state.
-// The arithmetic is in step.h. Two entries:
+// The arithmetic is in step.h. Three entries:
 //  * the ops torch.ops.rnnlab.{rnn,lstm,gru}_step (dispatched, any strides);
 //  * rnnlab._C.stream_step: a whole stacked-layer step called straight from Python, where one
 //    step is a few microseconds of arithmetic and a dispatched op's own overhead (~3 µs) plus the
@@ -11,6 +11,7 @@
 //      3 GRU (reset after), 4 GRU (reset before); hx None, h [L,B,P] or (h [L,B,P], c [L,B,H]);
 //      params the layer's parameter dict, names per layer (w_ih, w_hh, b_ih, b_hh, w_hr) keys
 //      → (output [B,P], h_n) or (output, (h_n, c_n)); output is a copy of h_n[L-1]
+//  * rnnlab._C.cell_step: the same for one step of RNNCell / LSTMCell / GRUCell (see cell()).
 #include <Python.h>
 #include <torch/csrc/autograd/python_variable.h>
 
@@ -120,10 +121,25 @@ const Tensor* as_tensor(PyObject* obj) {
   return obj && THPVariable_Check(obj) ? &THPVariable_Unpack(obj) : nullptr;
 }
 
-// Whether t is a contiguous CPU tensor of dtype st with the given sizes.
+// Whether t is a plain dense CPU tensor (no subclass, functorch wrapper, zero or nested tensor):
+// its dispatch keys, autograd's, autocast's and ADInplaceOrView aside, are CPU's alone.
+bool plain(const Tensor& t) {
+  static const auto cpu = c10::DispatchKeySet(c10::DispatchKey::CPU);
+  static const auto other = c10::autograd_dispatch_keyset | c10::autocast_dispatch_keyset |
+                            c10::DispatchKeySet(c10::DispatchKey::ADInplaceOrView);
+  return (t.key_set() - other) == cpu;
+}
+
+// Whether t is a contiguous plain CPU tensor of dtype st with the given sizes.
 bool usable(const Tensor* t, at::ScalarType st, std::initializer_list<int64_t> sizes) {
-  return t && t->scalar_type() == st && t->device().is_cpu() && t->is_contiguous() &&
-         t->sizes().equals(sizes);
+  return t && t->scalar_type() == st && plain(*t) && t->is_contiguous() && t->sizes().equals(sizes);
+}
+
+// Whether a call may skip the dispatcher: no Python dispatch mode (FakeTensorMode, a
+// TorchDispatchMode) and no functorch transform active on this thread.
+bool bare_dispatch() {
+  const auto tls = c10::impl::tls_local_dispatch_key_set().included_;
+  return !tls.has(c10::DispatchKey::Python) && !tls.has(c10::DispatchKey::FuncTorchDynamicLayerFrontMode);
 }
 
 struct LayerWeights {
@@ -179,8 +195,8 @@ PyObject* step(PyObject* const* args, Py_ssize_t nargs) {
   if (kind < 0 || kind > 4 || !xp || !PyList_Check(names) || PyList_GET_SIZE(names) < 1)
     Py_RETURN_NONE;
   const auto st = xp->scalar_type();
-  if (xp->dim() != 2 || xp->size(0) < 1 || (st != at::kFloat && st != at::kDouble) ||
-      !xp->device().is_cpu() || !xp->is_contiguous())
+  if (xp->dim() != 2 || xp->size(0) < 1 || (st != at::kFloat && st != at::kDouble) || !plain(*xp) ||
+      !xp->is_contiguous() || !bare_dispatch())
     Py_RETURN_NONE;
   const bool lstm = kind == 2;
   const int64_t L = PyList_GET_SIZE(names), B = xp->size(0), G = lstm ? 4 : (kind >= 3 ? 3 : 1);
@@ -231,8 +247,87 @@ PyObject* step(PyObject* const* args, Py_ssize_t nargs) {
                                           : THPVariable_Wrap(h_n));
 }
 
+// A cell module's step: kind as stream_step's; params the module's _parameters (weight_ih [G·H, I],
+// weight_hh [G·H, H], bias_ih, bias_hh [G·H] or both absent); x [B,I] or unbatched [I]; hx None
+// (zeros), h, or (h, c) for the LSTM, each [B,H] (unbatched [H]) → h' (LSTM (h', c')), new tensors
+// shaped like the state. With gradients enabled it answers only when nothing requires one.
+PyObject* cell(PyObject* const* args, Py_ssize_t nargs) {
+  static PyObject* const keys[4] = {PyUnicode_InternFromString("weight_ih"),
+                                    PyUnicode_InternFromString("weight_hh"),
+                                    PyUnicode_InternFromString("bias_ih"),
+                                    PyUnicode_InternFromString("bias_hh")};
+  if (nargs != 4 || !PyLong_CheckExact(args[0]) || !PyDict_Check(args[3])) Py_RETURN_NONE;
+  const long kind = PyLong_AsLong(args[0]);
+  const Tensor* xp = as_tensor(args[1]);
+  if (kind < 0 || kind > 4 || !xp || !keys[3]) Py_RETURN_NONE;
+  const auto st = xp->scalar_type();
+  const int64_t rank = xp->dim();
+  if ((rank != 1 && rank != 2) || (st != at::kFloat && st != at::kDouble) || !plain(*xp) ||
+      !xp->is_contiguous() || !bare_dispatch())
+    Py_RETURN_NONE;
+  const bool lstm = kind == 2;
+  const int64_t G = lstm ? 4 : (kind >= 3 ? 3 : 1), B = rank == 2 ? xp->size(0) : 1;
+  const int64_t I = xp->size(rank - 1);
+  std::array<const Tensor*, 4> w;
+  for (int k = 0; k < 4; ++k) w[k] = as_tensor(PyDict_GetItem(args[3], keys[k]));
+  if (!w[0] || w[0]->dim() != 2 || B < 1) Py_RETURN_NONE;
+  const int64_t H = w[0]->size(0) / G;
+  if (!usable(w[0], st, {G * H, I}) || !usable(w[1], st, {G * H, H}) || (!w[2] != !w[3]) ||
+      (w[2] && (!usable(w[2], st, {G * H}) || !usable(w[3], st, {G * H}))))
+    Py_RETURN_NONE;
+  // the state, [B,H] (unbatched [H]); zeros when hx is None
+  auto state = [&](PyObject* obj) -> const Tensor* {
+    const Tensor* t = as_tensor(obj);
+    return (rank == 2 ? usable(t, st, {B, H}) : usable(t, st, {H})) ? t : nullptr;
+  };
+  const Tensor *hp = nullptr, *cp = nullptr;
+  PyObject* hx = args[2];
+  Tensor zero;
+  if (hx == Py_None) {
+    zero = at::zeros({B, H}, xp->options());
+    hp = cp = &zero;
+  } else if (lstm) {
+    if (!PyTuple_Check(hx) || PyTuple_GET_SIZE(hx) != 2) Py_RETURN_NONE;
+    hp = state(PyTuple_GET_ITEM(hx, 0));
+    cp = state(PyTuple_GET_ITEM(hx, 1));
+    if (!hp || !cp) Py_RETURN_NONE;
+  } else if (!(hp = state(hx))) {
+    Py_RETURN_NONE;
+  }
+  if (at::GradMode::is_enabled()) {
+    for (const Tensor* t : {xp, hp, cp, w[0], w[1], w[2], w[3]})
+      if (t && t->requires_grad()) Py_RETURN_NONE;
+  }
+  const auto sizes = rank == 2 ? std::vector<int64_t>{B, H} : std::vector<int64_t>{H};
+  Tensor h_n = at::detail::empty_cpu(sizes, st, false);
+  Tensor c_n = lstm ? at::detail::empty_cpu(sizes, st, false) : Tensor();
+  AT_DISPATCH_FLOATING_TYPES(st, "cell_step", [&] {
+    const scalar_t *x = xp->data_ptr<scalar_t>(), *h = hp->data_ptr<scalar_t>();
+    const scalar_t *w_ih = ptr<scalar_t>(w[0]), *w_hh = ptr<scalar_t>(w[1]);
+    const scalar_t *b_ih = ptr<scalar_t>(w[2]), *b_hh = ptr<scalar_t>(w[3]);
+    scalar_t* out = h_n.data_ptr<scalar_t>();
+    if (lstm)
+      stepk::lstm<scalar_t>(x, B, I, h, H, cp->data_ptr<scalar_t>(), H, w_ih, w_hh, b_ih, b_hh, nullptr,
+                            out, c_n.data_ptr<scalar_t>());
+    else if (kind >= 3)
+      stepk::gru<scalar_t>(x, B, I, h, H, w_ih, w_hh, b_ih, b_hh, kind == 3, out);
+    else
+      stepk::rnn<scalar_t>(x, B, I, h, H, w_ih, w_hh, b_ih, b_hh, kind == 1, out);
+  });
+  return lstm ? pair(THPVariable_Wrap(h_n), THPVariable_Wrap(c_n)) : THPVariable_Wrap(h_n);
+}
+
 }  // namespace
 }  // namespace rnnlab
+
+PyObject* rnnlab_cell_step(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  try {
+    return rnnlab::cell(args, nargs);
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+    return nullptr;
+  }
+}
 
 PyObject* rnnlab_stream_step(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   try {
