@@ -39,7 +39,8 @@ if not os.environ.get("RNNLAB_NO_EXT"):
     # the ninja a venv's `pip install ninja` put beside this interpreter, when PATH lacks it
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 1))  # ninja's default is cores + 2
-    files = ("register.cpp", "rnn.cpp", "lstm.cpp", "gru.cpp", "step.cpp", "both.cpp", "cache.cpp")
+    files = ("register.cpp", "rnn.cpp", "lstm.cpp", "gru.cpp", "step.cpp", "cell_train.cpp", "both.cpp",
+             "cache.cpp")
     sources = [f"{src}/{f}" for f in files]
     extra: dict = {"include_dirs": [], "library_dirs": [], "libraries": [], "extra_link_args": ["-fopenmp"]}
     prefix = Path(sys.prefix)

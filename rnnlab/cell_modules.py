@@ -9,7 +9,9 @@ the fused backend is one C call, ``kernels.cell_step``, the single-step kernels 
 ``Layer.step``: a streaming loop over a cell then costs a few microseconds a step instead of the
 dozen torch ops of the cell's equations. That call answers None for anything it does not check
 itself (a non-contiguous tensor, a mismatched state, a parametrized weight), and the checked path
-below runs, with its errors.
+below runs, with its errors. With gradients, a validated step on the fused backend is one
+autograd node (``kernels.cell_grad.CellStep``: the forward and its hand-written backward one C
+call each) instead of the ~10 nodes of the cell's torch ops.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from . import kernels
 from .cells import GRU_RESETS, NONLINEARITIES, gru_cell, lstm_cell, rnn_cell
 
 _fast = kernels.cell_step
+_CellStep = kernels.cell_grad.CellStep
 _RNN_KINDS = {"tanh": 0, "relu": 1}  # cell_step's kinds (csrc/step.cpp): 2 LSTM, 3/4 GRU after/before
 _GRU_KINDS = {"after": 3, "before": 4}
 
@@ -34,6 +37,11 @@ def _fused(kind: int | None, input: Tensor, hx: Any, params: dict) -> Any:
     if _fast is None or kind is None or kernels._forced_reference or torch.compiler.is_compiling():
         return None
     return _fast(kind, input, hx, params)
+
+
+def _one_node(kind: int | None, x: Tensor, tensors: tuple[Tensor | None, ...]) -> bool:
+    """Whether a validated step takes ``CellStep`` (fused backend; see ``cell_grad.usable``)."""
+    return kind is not None and not kernels._forced_reference and kernels.cell_grad.usable(x, tensors)
 
 
 class RNNCellBase(nn.Module):
@@ -121,9 +129,12 @@ class RNNCell(RNNCellBase):
         if fused is not None:
             return fused
         x, (h,), batched = self._inputs(input, hx, 1)
-        out = rnn_cell(
-            x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.nonlinearity
-        )
+        params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        kind = _RNN_KINDS.get(self.nonlinearity)
+        if _one_node(kind, x, (h, *params)):
+            out = _CellStep.apply(kind, x, h, None, *params)
+        else:
+            out = rnn_cell(x, h, *params, self.nonlinearity)
         return out if batched else out.squeeze(0)
 
 
@@ -139,7 +150,11 @@ class LSTMCell(RNNCellBase):
         if fused is not None:
             return fused
         x, (h, c), batched = self._inputs(input, hx, 2)
-        h, c = lstm_cell(x, (h, c), self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        if _one_node(2, x, (h, c, *params)):
+            h, c = _CellStep.apply(2, x, h, c, *params)
+        else:
+            h, c = lstm_cell(x, (h, c), *params)
         return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
 
 
@@ -166,5 +181,10 @@ class GRUCell(RNNCellBase):
         if fused is not None:
             return fused
         x, (h,), batched = self._inputs(input, hx, 1)
-        out = gru_cell(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, self.reset)
+        params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        kind = _GRU_KINDS.get(self.reset)
+        if _one_node(kind, x, (h, *params)):
+            out = _CellStep.apply(kind, x, h, None, *params)
+        else:
+            out = gru_cell(x, h, *params, self.reset)
         return out if batched else out.squeeze(0)

@@ -21,16 +21,16 @@ import torch
 from torch import Tensor
 
 from ..bptt import GRUFunction, LSTMFunction, RNNFunction
-from . import bands, ops
+from . import bands, cell_grad, ops
 from .ops import _C, AVAILABLE, LOAD_ERROR, ONEDNN, ONEDNN_KINDS
 
 _forced_reference = os.environ.get("RNNLAB_BACKEND", "").lower() == "reference"
 # "auto" (measured rule below), "always" or "never"
 _onednn_mode = os.environ.get("RNNLAB_ONEDNN", "auto").lower()
 
-__all__ = ["AVAILABLE", "LOAD_ERROR", "ONEDNN", "backend", "cell_step", "empty_cache", "gemm_library",
-           "gru", "lstm", "onednn_mode", "reference_forced", "rnn", "stream_step", "use_reference",
-           "uses_onednn", "workspace_cache"]
+__all__ = ["AVAILABLE", "LOAD_ERROR", "ONEDNN", "backend", "cell_grad", "cell_step", "empty_cache",
+           "gemm_library", "gru", "lstm", "onednn_mode", "reference_forced", "rnn", "stream_step",
+           "use_reference", "uses_onednn", "workspace_cache"]
 
 
 _FUSED_DTYPES = (torch.float32, torch.float64)

@@ -143,6 +143,25 @@ inline void onednn_sgemm_rows(bool trans_b, int64_t M, int64_t N, int64_t K, con
                  C + r0 * ldc, ldc, serial);
 }
 
+template <typename T>
+inline void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+                 int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc);  // (below)
+
+// gemm() routed as mm_into below routes its tensors: dnnl_sgemm where onednn_takes the shape,
+// else its 15-row blocks for an op(A) as stored, else BLAS (gemm). Also the cell step's GEMMs
+// (cell_train.cpp), whose few rows (a batch) meet whole weight matrices as mm_into's do.
+template <typename T>
+inline void gemm_routed(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A,
+                        int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (use_onednn_gemm() && onednn_takes(M, N, K, trans_b))
+      return onednn_sgemm(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+    if (use_onednn_gemm() && !trans_a)
+      return onednn_sgemm_rows(trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc, false);
+  }
+  gemm<T>(trans_a, trans_b, M, N, K, T(1), A, lda, B, ldb, beta, C, ldc);
+}
+
 // A 2-D operand as row-major op(X): {transposed, leading dimension}, or ld < 0 when its strides
 // are neither (the caller falls back to ATen).
 inline std::pair<bool, int64_t> operand(const at::Tensor& x) {
@@ -167,16 +186,10 @@ inline void mm_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& b, d
     const auto [ta, lda] = operand(a);
     const auto [tb, ldb] = operand(b);
     const int64_t M = out.size(0), N = out.size(1), K = a.size(1);
-    if (lda > 0 && ldb > 0 && out.stride(1) == 1 && out.stride(0) >= N) {
-      const float* A = a.data_ptr<float>();
-      const float* B = b.data_ptr<float>();
-      if (onednn_takes(M, N, K, tb))
-        return onednn_sgemm(ta, tb, M, N, K, 1.0f, A, lda, B, ldb, static_cast<float>(beta),
-                            out.data_ptr<float>(), out.stride(0));
-      if (!ta)
-        return onednn_sgemm_rows(tb, M, N, K, A, lda, B, ldb, static_cast<float>(beta),
-                                 out.data_ptr<float>(), out.stride(0), false);
-    }
+    const bool routed = !ta || onednn_takes(M, N, K, tb);  // (else ATen, below)
+    if (lda > 0 && ldb > 0 && out.stride(1) == 1 && out.stride(0) >= N && routed)
+      return gemm_routed<float>(ta, tb, M, N, K, a.data_ptr<float>(), lda, b.data_ptr<float>(), ldb,
+                                static_cast<float>(beta), out.data_ptr<float>(), out.stride(0));
   }
   if (beta == 0) at::mm_out(out, a, b);
   else out.addmm_(a, b, beta, 1);

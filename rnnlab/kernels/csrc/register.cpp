@@ -81,8 +81,8 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
 }
 
 // `import rnnlab._C` loads this library, which registers the ops above. The module has plain
-// functions: stream_step and cell_step (step.cpp), both (both.cpp), the workspace cache's two (cache.h),
-// gemm_library and mm (gemm.h) and
+// functions: stream_step and cell_step (step.cpp), cell_train_fwd/bwd (cell_train.cpp), both
+// (both.cpp), the workspace cache's two (cache.h), gemm_library and mm (gemm.h) and
 // onednn_workspace_bytes(kind, T, B, I, H) (None when built without oneDNN), which the fake
 // implementation of onednn_fwd uses to size its workspace.
 #ifdef RNNLAB_ONEDNN
@@ -167,6 +167,8 @@ static PyObject* mm(PyObject*, PyObject* args) {
 
 PyObject* rnnlab_stream_step(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // step.cpp
 PyObject* rnnlab_cell_step(PyObject*, PyObject* const* args, Py_ssize_t nargs);    // step.cpp
+PyObject* rnnlab_cell_train_fwd(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // cell_train.cpp
+PyObject* rnnlab_cell_train_bwd(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // cell_train.cpp
 PyObject* rnnlab_both(PyObject*, PyObject* args);  // both.cpp
 
 static PyMethodDef methods[] = {
@@ -174,6 +176,10 @@ static PyMethodDef methods[] = {
      METH_FASTCALL, "One no-grad time step of a stacked layer (see step.cpp); None: not handled."},
     {"cell_step", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_cell_step)),
      METH_FASTCALL, "One no-grad step of a cell module (see step.cpp); None: not handled."},
+    {"cell_train_fwd", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_cell_train_fwd)),
+     METH_FASTCALL, "A cell module's step with gradients: forward, saving for backward (cell_train.cpp)."},
+    {"cell_train_bwd", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_cell_train_bwd)),
+     METH_FASTCALL, "The backward of cell_train_fwd's step (cell_train.cpp)."},
     {"both", rnnlab_both, METH_VARARGS,
      "both(name, args0, args1): torch.ops.rnnlab.<name> on each, at once, one per core (both.cpp)."},
     {"onednn_workspace_bytes", workspace_bytes, METH_VARARGS,
