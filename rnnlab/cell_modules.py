@@ -106,6 +106,32 @@ class RNNCellBase(nn.Module):
             states.append(h if batched else h.unsqueeze(0))
         return x, states, batched
 
+    def _kind(self) -> int | None:
+        """The step kernels' code of this cell's form (None: not one they know)."""
+        raise NotImplementedError
+
+    def _reference(self, x: Tensor, states: list[Tensor], params: tuple) -> Any:
+        """The step through the cell's torch ops (``rnnlab.cells``) on validated, batched input."""
+        raise NotImplementedError
+
+    def _step(self, input: Tensor, hx: Any) -> Any:
+        """forward: the one-call no-grad step, else validated and then one autograd node
+        (``CellStep``) or the torch ops; unbatched input gets unbatched outputs."""
+        kind = self._kind()
+        fused = _fused(kind, input, hx, self._parameters)
+        if fused is not None:
+            return fused
+        lstm = self.gates == 4
+        x, states, batched = self._inputs(input, hx, 2 if lstm else 1)
+        params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        if _one_node(kind, x, (*states, *params)):
+            out = _CellStep.apply(kind, x, states[0], states[1] if lstm else None, *params)
+        else:
+            out = self._reference(x, states, params)
+        if batched:
+            return out
+        return tuple(o.squeeze(0) for o in out) if lstm else out.squeeze(0)
+
 
 class RNNCell(RNNCellBase):
     """Elman cell ``h' = f(W_ih x + b_ih + W_hh h + b_hh)`` — see ``rnnlab.cells.rnn_cell``."""
@@ -125,17 +151,13 @@ class RNNCell(RNNCellBase):
         super().__init__(input_size, hidden_size, bias, device, dtype)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
-        fused = _fused(_RNN_KINDS.get(self.nonlinearity), input, hx, self._parameters)
-        if fused is not None:
-            return fused
-        x, (h,), batched = self._inputs(input, hx, 1)
-        params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        kind = _RNN_KINDS.get(self.nonlinearity)
-        if _one_node(kind, x, (h, *params)):
-            out = _CellStep.apply(kind, x, h, None, *params)
-        else:
-            out = rnn_cell(x, h, *params, self.nonlinearity)
-        return out if batched else out.squeeze(0)
+        return self._step(input, hx)
+
+    def _kind(self) -> int | None:
+        return _RNN_KINDS.get(self.nonlinearity)
+
+    def _reference(self, x: Tensor, states: list[Tensor], params: tuple) -> Tensor:
+        return rnn_cell(x, states[0], *params, self.nonlinearity)
 
 
 class LSTMCell(RNNCellBase):
@@ -146,16 +168,13 @@ class LSTMCell(RNNCellBase):
     def forward(
         self, input: Tensor, hx: tuple[Tensor, Tensor] | None = None
     ) -> tuple[Tensor, Tensor]:
-        fused = _fused(2, input, hx, self._parameters)
-        if fused is not None:
-            return fused
-        x, (h, c), batched = self._inputs(input, hx, 2)
-        params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        if _one_node(2, x, (h, c, *params)):
-            h, c = _CellStep.apply(2, x, h, c, *params)
-        else:
-            h, c = lstm_cell(x, (h, c), *params)
-        return (h, c) if batched else (h.squeeze(0), c.squeeze(0))
+        return self._step(input, hx)
+
+    def _kind(self) -> int | None:
+        return 2
+
+    def _reference(self, x: Tensor, states: list[Tensor], params: tuple) -> tuple[Tensor, Tensor]:
+        return lstm_cell(x, (states[0], states[1]), *params)
 
 
 class GRUCell(RNNCellBase):
@@ -177,14 +196,10 @@ class GRUCell(RNNCellBase):
         super().__init__(input_size, hidden_size, bias, device, dtype)
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
-        fused = _fused(_GRU_KINDS.get(self.reset), input, hx, self._parameters)
-        if fused is not None:
-            return fused
-        x, (h,), batched = self._inputs(input, hx, 1)
-        params = (self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        kind = _GRU_KINDS.get(self.reset)
-        if _one_node(kind, x, (h, *params)):
-            out = _CellStep.apply(kind, x, h, None, *params)
-        else:
-            out = gru_cell(x, h, *params, self.reset)
-        return out if batched else out.squeeze(0)
+        return self._step(input, hx)
+
+    def _kind(self) -> int | None:
+        return _GRU_KINDS.get(self.reset)
+
+    def _reference(self, x: Tensor, states: list[Tensor], params: tuple) -> Tensor:
+        return gru_cell(x, states[0], *params, self.reset)
