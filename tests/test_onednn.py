@@ -143,7 +143,7 @@ def test_dispatch_rule():
     with torch.no_grad():
         assert kernels.uses_onednn("lstm", big, None, 128, False)
         # (the GRU's band differs by CPU family: the test below pins both tables)
-        expected = bands.prefers_onednn("gru", 128, 64, torch.get_num_threads())
+        expected = bands.prefers_onednn("gru", 128, 64, torch.get_num_threads(), steps=3)
         assert kernels.uses_onednn("gru", big, None, 128, False) == expected
         assert not kernels.uses_onednn("lstm", big.double(), None, 128, False)  # fp32 only
         mask = torch.ones(3, 64, 1, dtype=torch.bool)
@@ -177,6 +177,14 @@ def test_dispatch_bands_follow_the_cpu_family():
         assert bands.prefers_onednn("lstm", 128, 64, 2, platform)
         assert bands.prefers_onednn("lstm", 128, 64, 1, platform)
         assert not bands.prefers_onednn("rnn", 512, 64, 1, platform)
+    # short sequences (T ≤ 10, B ≥ 32, H 128–512): oneDNN's RNN and GRU on the EPYC, 2 threads
+    assert bands.prefers_onednn("rnn", 256, 32, 2, amd, steps=1)
+    assert bands.prefers_onednn("gru", 128, 64, 2, amd, steps=10)
+    assert not bands.prefers_onednn("rnn", 256, 32, 2, amd, steps=11)
+    assert not bands.prefers_onednn("rnn", 256, 16, 2, amd, steps=1)
+    assert not bands.prefers_onednn("rnn", 64, 32, 2, amd, steps=1)
+    assert not bands.prefers_onednn("rnn", 256, 32, 1, amd, steps=1)
+    assert not bands.prefers_onednn("rnn", 256, 32, 2, intel, steps=1)
 
 
 def _op_samples():

@@ -188,7 +188,7 @@ def uses_onednn(kind: str, x: Tensor, mask: Tensor | None, hidden: int, train: b
     if train:  # rnnlab's backward beats oneDNN's training pass on the whole grid
         return False
     # (the bands first: they answer from a cache, and mostly "no")
-    return (bands.prefers_onednn(kind, hidden, x.shape[1], torch.get_num_threads())
+    return (bands.prefers_onednn(kind, hidden, x.shape[1], torch.get_num_threads(), steps=x.shape[0])
             # two directions at once on ours beat oneDNN's in turn
             and ops.paired.current() is None)
 

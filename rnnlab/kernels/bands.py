@@ -59,13 +59,28 @@ _AMD: dict[int, dict[str, list[Band]]] = {
     },
 }
 
+# Short sequences. The bands above were measured at T = 100, where our kernel's fixed cost per
+# call (chunk setup, the per-step GEMM primitive's reorder of W_hh) is spread over 100 steps. At
+# T ≤ 10 with B ≥ 32, H 128–512, oneDNN's primitive took RNN and GRU inference on the EPYC (2
+# threads, same process, interleaved, ours / oneDNN, T = 1 / 3 / 10): RNN H=128 B=32 1.28 / 1.28
+# / 1.32, B=64 1.30 / 1.26 / 1.11; H=256 B=32 1.36 / 1.18 / 1.24, B=64 1.25 / 1.39 / 1.05; H=512
+# B=32 1.57 / 1.55 / 1.15; GRU H=128 B=32 1.40 / 1.22 / 1.07, B=64 1.30 / 1.11 / 0.99; H=256 B=32
+# 1.91 / 1.76 / 1.28 (at T=30: RNN 0.87–1.03, ours again). Below B = 32 ours kept most (RNN H=128
+# B=8 0.81 / 0.90 / 0.95). Per platform and thread count: (most steps, least batch, hidden range)
+SHORT: dict[str, dict[int, tuple[int, int, int, int]]] = {"amd": {2: (10, 32, 128, 512)}}
+
 PLATFORM = "amd" if AVAILABLE and _C.cpu_is_amd() else "intel"
 BANDS = {"intel": _INTEL, "amd": _AMD}
 
 
 def prefers_onednn(kind: str, hidden: int, batch: int, threads: int,
-                   platform: str = PLATFORM) -> bool:
-    """Whether the measured bands send a dense fp32 inference call of ``kind`` to oneDNN."""
+                   platform: str = PLATFORM, steps: int | None = None) -> bool:
+    """Whether the measured bands send a dense fp32 inference call of ``kind`` to oneDNN
+    (``steps``: the sequence's length, for the short-sequence rule ``SHORT``)."""
+    if steps is not None and kind != "lstm":
+        short = SHORT.get(platform, {}).get(min(threads, 2))
+        if short and steps <= short[0] and batch >= short[1] and short[2] <= hidden <= short[3]:
+            return True
     key = (kind, hidden, batch, min(threads, 2), platform)
     found = _decided.get(key)
     if found is None:
