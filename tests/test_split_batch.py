@@ -39,9 +39,10 @@ def test_gru_split_by_units_matches_reference(form, dtype, bidirectional, thread
     torch.manual_seed(0)
     layer = rnnlab.GRU(5, H, bidirectional=bidirectional, dtype=dtype)
     dirs = 2 if bidirectional else 1
-    x = torch.randn(9, 3, 5, dtype=dtype, requires_grad=True)
+    # (T = 21: below H = 512 the backward splits from 20 steps, split.h kSplitBackMinSteps)
+    x = torch.randn(21, 3, 5, dtype=dtype, requires_grad=True)
     h0 = torch.randn(dirs, 3, H, dtype=dtype, requires_grad=True)
-    lengths = torch.tensor([6, 9, 2])
+    lengths = torch.tensor([14, 21, 2])
     fused = gru_outputs_and_grads(layer, x, h0, form, lengths)
     with kernels.use_reference():
         reference = gru_outputs_and_grads(layer, x, h0, form, lengths)
@@ -102,7 +103,7 @@ def test_backward_split_by_units_matches_torch(cell, threads):
     ours = getattr(rnnlab, cell)(6, 256)
     ref = getattr(torch.nn, cell)(6, 256)
     ref.load_state_dict(ours.state_dict())
-    x = torch.randn(14, 2, 6, requires_grad=True)
+    x = torch.randn(24, 2, 6, requires_grad=True)  # (≥ kSplitBackMinSteps = 20 steps)
     states = [torch.randn(1, 2, 256, requires_grad=True) for _ in range(2 if cell == "LSTM" else 1)]
     for a, b in zip(outputs_and_grads(ours, x, states), outputs_and_grads(ref, x, states), strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

@@ -182,7 +182,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   // recurrence (pipeline.h)
   const bool masked = mask.has_value() && mask->defined();
   const bool split = after && !rows.packed && split_units(B, masked, 3 * H * H, true);
-  const bool bsplit = after && !rows.packed && !masked && split_batch_back(B, H);  // B > 1
+  const bool bsplit = after && !rows.packed && !masked && split_batch_back(B, H, T);  // B > 1
   const int64_t K_one = split    ? split_chunk(T)
                         : bsplit ? split_batch_chunk(T, B, 3 * H)
                                  : chunk_steps(T, B, 3 * H);

@@ -130,7 +130,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   // recurrence (pipeline.h): two buffers
   const bool masked = mask.has_value() && mask->defined();
   const bool split = !proj && !rows.packed && split_units(B, masked, 4 * H * P, true);
-  const bool bsplit = !proj && !rows.packed && !masked && split_batch_back(B, H);  // B > 1
+  const bool bsplit = !proj && !rows.packed && !masked && split_batch_back(B, H, T);  // B > 1
   const int64_t K_one = split    ? split_chunk(T)
                         : bsplit ? split_batch_chunk(T, B, 4 * H)
                                  : chunk_steps(T, B, 4 * H + (proj ? P : 0));

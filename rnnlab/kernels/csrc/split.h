@@ -67,8 +67,17 @@ inline bool split_batch(int64_t B, int64_t weights) {
 // → 75.5, B=16 H=512 77.3 → 77.1; GRU B=8 H=256 9.39 → 9.02, B=16 H=256 17.1 → 17.7, B=16 H=512
 // 60.2 → 59.1, B=32 H=512 105.8 → 108.5; and below H = 256: LSTM B=8 H=128 3.42 → 3.68, B=32
 // H=128 12.3 → 12.7, B=64 H=64 7.57 → 8.54.
-inline bool split_batch_back(int64_t B, int64_t H) {
-  return B > 1 && H >= 256 && B * 48 <= H && at::get_num_threads() >= 2 && !at::in_parallel_region();
+// Below H = 512 (W_hh within about one core's L2) the split's fixed cost per call (each core's
+// W_hh rows gathered and packed) outweighs its gain on short sequences: EPYC, same process, 25
+// alternating rounds, training ms, split → not, T = 1 / 3 / 10 / 30: GRU B=2 H=256 1.29 → 0.90,
+// 0.97 → 0.79, 1.15 → 1.05, 1.90 → 1.94; B=4 H=256 0.92 → 0.76, 1.00 → 0.93, 1.47 → 1.39, 3.07
+// → 3.11; LSTM B=2 H=256 0.68 → 0.41, 0.75 → 0.52, 1.12 → 0.95, 2.10 → 2.25; B=4 H=256 0.74 →
+// 0.48, 0.90 → 0.66, 1.73 → 1.86, 3.58 → 3.67. At H = 512 the split won from T = 1 (GRU B=8
+// 3.03 → 3.61, T=10 7.35 → 10.41; LSTM B=4 2.96 → 3.75, T=10 7.04 → 13.93).
+constexpr int64_t kSplitBackMinSteps = 20;
+inline bool split_batch_back(int64_t B, int64_t H, int64_t T) {
+  return B > 1 && H >= 256 && B * 48 <= H && (H >= 512 || T >= kSplitBackMinSteps) &&
+         at::get_num_threads() >= 2 && !at::in_parallel_region();
 }
 
 // The LSTM (and the GRU's forward, reset "after", where it is not split by units: gru.cpp) at
