@@ -14,19 +14,13 @@
 //   dx = d W_ih,  dh = (direct path) + d_h W_hh,  dW_ih = dᵀ x,  dW_hh = d_hᵀ h,  db = Σ_b d
 // where d_h is d with the GRU's n block times r (after), or split into [dar|daz] against h and
 // dan against r⊙h (before).
-#include <Python.h>
-#include <torch/csrc/autograd/python_variable.h>
-
 #include "common.h"
 #include "gemm.h"
+#include "pycall.h"
 #include "rows.h"
 
 namespace rnnlab {
 namespace {
-
-const Tensor* tensor_or_none(PyObject* obj) {
-  return obj != Py_None && THPVariable_Check(obj) ? &THPVariable_Unpack(obj) : nullptr;
-}
 
 PyObject* wrap(const Tensor& t) { return t.defined() ? THPVariable_Wrap(t) : (Py_INCREF(Py_None), Py_None); }
 
@@ -175,7 +169,7 @@ PyObject* train_fwd(PyObject* const* args, Py_ssize_t nargs) {
   TORCH_CHECK(kind >= 0 && kind <= 4, "cell_train_fwd: kind must be 0-4, got ", kind);
   std::array<Tensor, 7> t;  // x, h, c, w_ih, w_hh, b_ih, b_hh (contiguous)
   for (int k = 0; k < 7; ++k) {
-    const Tensor* p = tensor_or_none(args[k + 1]);
+    const Tensor* p = as_tensor(args[k + 1]);
     if (p) t[k] = p->contiguous();
   }
   const Tensor& x = t[0];
@@ -198,7 +192,7 @@ PyObject* train_bwd(PyObject* const* args, Py_ssize_t nargs) {
   TORCH_CHECK(kind >= 0 && kind <= 4, "cell_train_bwd: kind must be 0-4, got ", kind);
   std::array<Tensor, 10> t;  // dh', dc', x, h, c, w_ih, w_hh, h', c', saved
   for (int k = 0; k < 10; ++k) {
-    const Tensor* p = tensor_or_none(args[k + 1]);
+    const Tensor* p = as_tensor(args[k + 1]);
     if (p) t[k] = k < 2 ? *p : p->contiguous();
   }
   std::array<Tensor, 7> grads;
@@ -206,16 +200,6 @@ PyObject* train_bwd(PyObject* const* args, Py_ssize_t nargs) {
     backward<scalar_t>(kind, t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], grads);
   });
   return tuple_of({grads[0], grads[1], grads[2], grads[3], grads[4], grads[5], grads[6]});
-}
-
-template <PyObject* (*F)(PyObject* const*, Py_ssize_t)>
-PyObject* guarded(PyObject* const* args, Py_ssize_t nargs) {
-  try {
-    return F(args, nargs);
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-    return nullptr;
-  }
 }
 
 }  // namespace

@@ -12,11 +12,9 @@
 //      params the layer's parameter dict, names per layer (w_ih, w_hh, b_ih, b_hh, w_hr) keys
 //      → (output [B,P], h_n) or (output, (h_n, c_n)); output is a copy of h_n[L-1]
 //  * rnnlab._C.cell_step: the same for one step of RNNCell / LSTMCell / GRUCell (see cell()).
-#include <Python.h>
-#include <torch/csrc/autograd/python_variable.h>
-
 #include <array>
 
+#include "pycall.h"
 #include "step.h"
 
 namespace rnnlab {
@@ -115,11 +113,6 @@ Tensor gru_step(const Tensor& x_, const Tensor& h_, const Tensor& w_ih_, const T
 
 namespace rnnlab {
 namespace {
-
-// The tensor behind obj, or nullptr when obj is not a tensor.
-const Tensor* as_tensor(PyObject* obj) {
-  return obj && THPVariable_Check(obj) ? &THPVariable_Unpack(obj) : nullptr;
-}
 
 // Whether t is a plain dense CPU tensor (no subclass, functorch wrapper, zero or nested tensor):
 // its dispatch keys, autograd's, autocast's and ADInplaceOrView aside, are CPU's alone.
@@ -321,19 +314,9 @@ PyObject* cell(PyObject* const* args, Py_ssize_t nargs) {
 }  // namespace rnnlab
 
 PyObject* rnnlab_cell_step(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  try {
-    return rnnlab::cell(args, nargs);
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-    return nullptr;
-  }
+  return rnnlab::guarded<rnnlab::cell>(args, nargs);
 }
 
 PyObject* rnnlab_stream_step(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-  try {
-    return rnnlab::step(args, nargs);
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_RuntimeError, e.what());
-    return nullptr;
-  }
+  return rnnlab::guarded<rnnlab::step>(args, nargs);
 }
