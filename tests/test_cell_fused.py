@@ -181,3 +181,67 @@ def test_fused_cell_kind_follows_the_modules_settings():
             cell(x, h)
     assert cell_modules._RNN_KINDS == {"tanh": 0, "relu": 1}
     assert cell_modules._GRU_KINDS == {"after": 3, "before": 4}
+
+
+def test_fused_cell_call_keeps_module_call_semantics():
+    """``__call__`` takes the C call first only when ``nn.Module.__call__`` would just run our
+    forward: hooks (the cell's and global), keyword arguments and an overridden ``forward`` all
+    still behave as with torch.nn's cells."""
+    cell = rnnlab.GRUCell(5, 6)
+    x, h = torch.randn(2, 5), torch.randn(2, 6)
+    with torch.no_grad():
+        expected = cell(x, h)
+        doubled = cell.forward(2 * x, h)
+        torch.testing.assert_close(cell(input=x, hx=h), expected)
+        calls = []
+        handle = cell.register_forward_pre_hook(lambda m, args: (2 * args[0], *args[1:]))
+        torch.testing.assert_close(cell(x, h), doubled)
+        handle.remove()
+        handle = cell.register_forward_hook(lambda m, args, out: out + 1)
+        torch.testing.assert_close(cell(x, h), expected + 1)
+        handle.remove()
+        handle = torch.nn.modules.module.register_module_forward_hook(
+            lambda m, args, out: calls.append(type(m).__name__))
+        cell(x, h)
+        handle.remove()
+        assert calls == ["GRUCell"]
+        torch.testing.assert_close(cell(x, h), expected)  # hooks gone: the C call again
+
+        class Shifted(rnnlab.GRUCell):
+            def forward(self, input, hx=None):  # type: ignore[no-untyped-def]
+                return super().forward(input, hx) - 1
+
+        shifted = Shifted(5, 6)
+        shifted.load_state_dict(cell.state_dict())
+        torch.testing.assert_close(shifted(x, h), expected - 1)
+
+
+def test_fused_cell_under_torch_compile_and_fx():
+    """torch.compile traces the cell's torch ops (one graph, no break); an FX trace, which
+    patches ``nn.Module.__call__``, records the cell as a module call (a leaf: its checks
+    take tensors, not FX proxies), and the traced module then runs it as usual."""
+    cell = rnnlab.LSTMCell(5, 6)
+    x, h, c = torch.randn(2, 5), torch.randn(2, 6), torch.randn(2, 6)
+    with torch.no_grad():
+        expected = cell(x, (h, c))
+        compiled = torch.compile(lambda x, h, c: cell(x, (h, c)), fullgraph=True, backend="eager")
+        for got, want in zip(compiled(x, h, c), expected, strict=True):
+            torch.testing.assert_close(got, want)
+
+    class Wrap(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.cell = cell
+
+        def forward(self, x, h, c):  # type: ignore[no-untyped-def]
+            return self.cell(x, (h, c))
+
+    class Leaf(torch.fx.Tracer):
+        def is_leaf_module(self, m, qualname):  # type: ignore[no-untyped-def]
+            return isinstance(m, rnnlab.LSTMCell) or super().is_leaf_module(m, qualname)
+
+    traced = torch.fx.GraphModule(Wrap(), Leaf().trace(Wrap()))
+    assert any(n.op == "call_module" and n.target == "cell" for n in traced.graph.nodes)
+    with torch.no_grad():
+        for got, want in zip(traced(x, h, c), expected, strict=True):
+            torch.testing.assert_close(got, want)
