@@ -94,6 +94,7 @@ def test_bench_passes_keep_each_rows_median_pass_and_the_spread(tmp_path):
 
 
 def test_median_pass_takes_the_median_ratio_pass_with_its_times_and_first_pass_extras():
+    """Its times, ratio and (where it timed one) GEMM basis; FLOPs and memory from pass 1."""
     from rnnlab.bench.run import median_pass, rooflines
 
     def row(t_peer: float, t_ours: float, **extra: float) -> dict:
@@ -111,6 +112,12 @@ def test_median_pass_takes_the_median_ratio_pass_with_its_times_and_first_pass_e
     assert abs(tr["E_gemm"] - 2.0 / 3.6) < 1e-12  # the basis over the chosen pass's time
     assert abs(tr["E_peak"] - 4e9 / 3.6e-3 / 1e12) < 1e-12
     assert abs(tr["E_peak_torch"] - 4e9 / 9e-3 / 1e12) < 1e-12
+    # each pass with its own GEMM basis (timed in the same loop): the chosen pass's
+    passes = [[row(10.0, 5.0, gemm_ref_ms=2.0)], [row(12.0, 4.0, gemm_ref_ms=3.0)],
+              [row(9.0, 3.6, gemm_ref_ms=3.3)]]
+    (merged,) = median_pass(passes)
+    rooflines([merged], peak=1e12)
+    assert abs(merged["train"]["E_gemm"] - 3.3 / 3.6) < 1e-12
     # flat rows (streaming), an even count: the lower middle
     flat = [[{"cell": "rnn", "torch_us": t, "ours_us": 1.0, "ratio": t}] for t in (4.0, 6.0, 5.0, 7.0)]
     (s,) = median_pass(flat, modes=())

@@ -112,6 +112,12 @@ class GemmShapes:
     def reference_time(self, train: bool, dtype: torch.dtype = torch.float32) -> float:
         """Seconds to run just those GEMMs at the same shapes: the faster of torch.mm and, when the
         extension is built, the kernels' own GEMM (kernels.mm), as for the E_peak basis."""
+        return min(interleaved(self.reference_runs(train, dtype), reps=5, warmup=1))
+
+    def reference_runs(self, train: bool, dtype: torch.dtype = torch.float32) -> list[Callable[[], None]]:
+        """One call per GEMM library (``mm_ways``) running just those GEMMs, operands made once:
+        ``run_case`` times them in the same loop as the two layers, so that E_gemm's basis and
+        our time are read under the same conditions."""
         rows, g, H, P = self.step_rows(), self.gates * self.hidden, self.hidden, self.state
         n, B, projected = sum(rows), max(self.step_rows()), P != H
 
@@ -143,4 +149,4 @@ class GemmShapes:
                 if projected:
                     mm(states.t(), cells, dw_hr)  # dW_hr = dh^T r
 
-        return min(interleaved([lambda mm=mm: run(mm) for mm in mm_ways().values()], reps=5, warmup=1))
+        return [lambda mm=mm: run(mm) for mm in mm_ways().values()]

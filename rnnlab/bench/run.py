@@ -44,25 +44,31 @@ def forward_flops(case: Case) -> float:
                for layer in range(case.layers))
 
 
-def run_case(case: Case, threads: int, reps: int, roofline: bool) -> dict:
+def run_case(case: Case, threads: int, reps: int, roofline: bool, gemm_ref: bool = False) -> dict:
     """One case, train and infer, ours against torch's in the same loop. With ``roofline`` also
-    the FLOPs of a call and the time of its bare GEMMs (``rooflines`` turns them into E_peak /
-    E_gemm) and both sides' peak training memory."""
+    the FLOPs of a call (``rooflines`` turns them into E_peak) and both sides' peak training
+    memory; with ``gemm_ref`` (or ``roofline``) the layer's bare GEMMs timed in that same loop,
+    E_gemm's basis (one-layer, one-direction cases)."""
     torch.set_num_threads(threads)
     ours, peer, make = build(case)
     row: dict = {"case": case.name, "group": case.group, **asdict(case), "threads": threads}
+    with_ref = (roofline or gemm_ref) and case.layers == 1 and not case.bidirectional
     for mode in ("train", "infer"):
         train = mode == "train"
-        t_peer, t_ours = interleaved(
-            [workload(peer, make, train), workload(ours, make, train)], reps=reps
-        )
+        # the GEMM reference alternates with the two layers: timed apart (session 22 and before,
+        # once per run) it read a machine phase other than our time's, E_gemm 0.77–0.97 for one
+        # case across runs
+        refs = _shapes(case, case.hidden).reference_runs(train) if with_ref else []
+        times = interleaved([workload(peer, make, train), workload(ours, make, train), *refs],
+                            reps=reps)
+        t_peer, t_ours = times[:2]
         entry = {"torch_ms": t_peer * 1e3, "ours_ms": t_ours * 1e3, "ratio": t_peer / t_ours}
         if roofline:
             # E_peak of both sides: where both run near the large SGEMM's rate, the ratio cannot
             # grow much (FLOP-bound), whatever either kernel does
             entry["flop"] = forward_flops(case) * (3 if train else 1)
-        if roofline and case.layers == 1 and not case.bidirectional:
-            entry["gemm_ref_ms"] = _shapes(case, case.hidden).reference_time(train) * 1e3
+        if refs:
+            entry["gemm_ref_ms"] = min(times[2:]) * 1e3
         row[mode] = entry
     if roofline:
         row["mem_torch_mb"] = peak_bytes(workload(peer, make, True)) / 2**20
@@ -86,12 +92,13 @@ def rooflines(rows: list[dict], peak: float) -> None:
                 entry["E_gemm"] = entry["gemm_ref_ms"] / entry["ours_ms"]
 
 
-_TIMES = ("torch_ms", "ours_ms", "torch_us", "ours_us")
+_TIMES = ("torch_ms", "ours_ms", "torch_us", "ours_us", "gemm_ref_ms")
 
 
 def _median_entry(entries: list[dict]) -> dict:
-    """The first entry (its extras: FLOPs, GEMM basis) with the times and ratio of the entry whose
-    ratio is the median (the lower middle one for an even count), and every entry's ratio."""
+    """The first entry (its extras: FLOPs) with the times and ratio of the entry whose ratio is the
+    median (the lower middle one for an even count; its own GEMM basis where it timed one), and
+    every entry's ratio."""
     ratios = [e["ratio"] for e in entries]
     pick = entries[ratios.index(statistics.median_low(ratios))]
     merged = {**entries[0], **{k: pick[k] for k in _TIMES if k in pick}, "ratio": pick["ratio"]}
@@ -222,8 +229,11 @@ def main(quick: bool = False, threads_list: tuple[int, ...] = (2, 1), reps: int 
                 print(f"-- pass {p + 1} of {passes}")
             print(f"{'case':<44} {'train ×':>8} {'infer ×':>8} {'E_gemm':>7} {'GFLOP/s':>7} {'mem o/t':>8}")
             rows = []
-            for case in cases:  # (the roofline basis and memory once: first thread count, pass)
-                rows.append(run_case(case, threads, reps, roofline=threads == threads_list[0] and p == 0))
+            # (FLOPs and memory once: first thread count, first pass; the GEMM basis in each pass
+            # of the first thread count, in the same loop as the case)
+            for case in cases:
+                first = threads == threads_list[0]
+                rows.append(run_case(case, threads, reps, roofline=first and p == 0, gemm_ref=first))
                 rooflines(rows[-1:], peak)
                 _progress(case.name, rows[-1])
             stream = streaming(threads, reps) if with_stream else []
