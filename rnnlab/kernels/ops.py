@@ -10,6 +10,7 @@ itself must be differentiable (``create_graph=True``) — the reference BPTT wri
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, ExitStack
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -142,7 +143,26 @@ def call(name: str, needs_grad: bool, *args: Any) -> Any:
     calls = joint.current()
     if calls is not None and calls.takes(name, args):
         return calls.run(name, args)
+    native = _NATIVE.get(name)
+    if native is not None and args[-1] is None:  # dense: the C++ node (layer_train.cpp)
+        out = native(*args[:-1])
+        if out is not None:
+            return out
     return _Eager.apply(*args, name) if name in _EAGER else op(*args)
+
+
+# op name → its C++ training entry (csrc/layer_train.cpp): the forward op's arguments but the
+# trailing batch_sizes → the op's outputs with a C++ autograd node, or None when not handled
+_NATIVE: dict[str, Any] = (
+    {"rnn_fwd": _C.rnn_train, "gru_fwd": _C.gru_train, "lstm_fwd": _C.lstm_train} if AVAILABLE else {}
+)
+
+
+def _slow_backward(name: str, saved: tuple, attrs: dict, needs: tuple, grads: tuple) -> tuple:
+    """A C++ node's double backward (create_graph=True): the registered formula's backward on a
+    stand-in context, which then runs the differentiable reference BPTT."""
+    ctx = SimpleNamespace(saved_tensors=saved, needs_input_grad=needs, batch_sizes=None, **attrs)
+    return _EAGER[name][2](ctx, *grads)
 
 
 def directions(pair: bool) -> AbstractContextManager[None]:
@@ -355,3 +375,4 @@ def _register() -> None:
 
 if AVAILABLE:
     _register()
+    _C.set_slow_backward(_slow_backward)

@@ -170,6 +170,10 @@ PyObject* rnnlab_cell_step(PyObject*, PyObject* const* args, Py_ssize_t nargs); 
 PyObject* rnnlab_cell_train_fwd(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // cell_train.cpp
 PyObject* rnnlab_cell_train_bwd(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // cell_train.cpp
 PyObject* rnnlab_both(PyObject*, PyObject* args);  // both.cpp
+PyObject* rnnlab_rnn_train(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // layer_train.cpp
+PyObject* rnnlab_gru_train(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // layer_train.cpp
+PyObject* rnnlab_lstm_train(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // layer_train.cpp
+PyObject* rnnlab_set_slow_backward(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // layer_train.cpp
 
 static PyMethodDef methods[] = {
     {"stream_step", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_stream_step)),
@@ -180,6 +184,14 @@ static PyMethodDef methods[] = {
      METH_FASTCALL, "A cell module's step with gradients: forward, saving for backward (cell_train.cpp)."},
     {"cell_train_bwd", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_cell_train_bwd)),
      METH_FASTCALL, "The backward of cell_train_fwd's step (cell_train.cpp)."},
+    {"rnn_train", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_rnn_train)),
+     METH_FASTCALL, "rnn_fwd with gradients as a C++ autograd node (layer_train.cpp); None: not handled."},
+    {"gru_train", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_gru_train)),
+     METH_FASTCALL, "gru_fwd with gradients as a C++ autograd node (layer_train.cpp); None: not handled."},
+    {"lstm_train", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_lstm_train)),
+     METH_FASTCALL, "lstm_fwd with gradients as a C++ autograd node (layer_train.cpp); None: not handled."},
+    {"set_slow_backward", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_set_slow_backward)),
+     METH_FASTCALL, "The Python function the C++ nodes call for a double backward (layer_train.cpp)."},
     {"both", rnnlab_both, METH_VARARGS,
      "both(name, args0, args1): torch.ops.rnnlab.<name> on each, at once, one per core (both.cpp)."},
     {"onednn_workspace_bytes", workspace_bytes, METH_VARARGS,
