@@ -22,30 +22,9 @@
 #include <torch/csrc/utils/pybind.h>
 
 #include "pycall.h"
+#include "sequence_ops.h"
 
 namespace rnnlab {
-using at::Tensor;
-Tensor rnn_fwd(const Tensor&, const c10::optional<Tensor>&, const Tensor&, const Tensor&,
-               const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool, bool,
-               const c10::optional<Tensor>&);
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(const Tensor&, const Tensor&,
-    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool,
-    bool, bool, const c10::optional<Tensor>&, const c10::optional<Tensor>&);
-std::tuple<Tensor, Tensor, Tensor> lstm_fwd(const Tensor&, const c10::optional<Tensor>&,
-    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const c10::optional<Tensor>&,
-    const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool, const c10::optional<Tensor>&);
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
-    const c10::optional<Tensor>&, const c10::optional<Tensor>&, const Tensor&,
-    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, bool, bool,
-    const c10::optional<Tensor>&, const c10::optional<Tensor>&);
-std::tuple<Tensor, Tensor> gru_fwd(const Tensor&, const c10::optional<Tensor>&, const Tensor&,
-    const Tensor&, const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool,
-    bool, bool, const c10::optional<Tensor>&);
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor&, const Tensor&,
-    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-    const Tensor&, bool, bool, bool, const c10::optional<Tensor>&, const c10::optional<Tensor>&);
-
 namespace {
 
 using torch::autograd::AutogradContext;

@@ -7,36 +7,7 @@
 
 #include "cache.h"
 #include "gemm.h"
-
-namespace rnnlab {
-Tensor rnn_fwd(const Tensor&, const c10::optional<Tensor>&, const Tensor&, const Tensor&,
-               const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool, bool,
-               const c10::optional<Tensor>&);
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(const Tensor&, const Tensor&,
-    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool,
-    bool, bool, const c10::optional<Tensor>&, const c10::optional<Tensor>&);
-std::tuple<Tensor, Tensor, Tensor> lstm_fwd(const Tensor&, const c10::optional<Tensor>&,
-    const Tensor&, const Tensor&, const Tensor&, const Tensor&, const c10::optional<Tensor>&,
-    const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool, const c10::optional<Tensor>&);
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
-    const c10::optional<Tensor>&, const c10::optional<Tensor>&, const Tensor&,
-    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, bool, bool,
-    const c10::optional<Tensor>&, const c10::optional<Tensor>&);
-std::tuple<Tensor, Tensor> gru_fwd(const Tensor&, const c10::optional<Tensor>&, const Tensor&,
-    const Tensor&, const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool,
-    bool, bool, const c10::optional<Tensor>&);
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(const Tensor&, const Tensor&,
-    const c10::optional<Tensor>&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-    const Tensor&, bool, bool, bool, const c10::optional<Tensor>&, const c10::optional<Tensor>&);
-Tensor rnn_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool);
-std::tuple<Tensor, Tensor> lstm_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-    const Tensor&, const c10::optional<Tensor>&, const c10::optional<Tensor>&,
-    const c10::optional<Tensor>&);
-Tensor gru_step(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                const c10::optional<Tensor>&, const c10::optional<Tensor>&, bool);
-}  // namespace rnnlab
+#include "sequence_ops.h"
 
 TORCH_LIBRARY(rnnlab, m) {
   m.def("rnn_fwd(Tensor x, Tensor? mask, Tensor h0, Tensor w_ih, Tensor w_hh, Tensor? b_ih, "
