@@ -36,10 +36,14 @@ c10::optional<Tensor> maybe(const Tensor& t) { return t.defined() ? c10::optiona
 
 // The reference backward in Python for a double backward: the op's full gradient tuple (one
 // entry per argument of torch.ops.rnnlab.<name>), of which the first `count` are returned.
-variable_list call_slow(const char* name, const variable_list& saved, py::dict attrs,
-                        const std::vector<bool>& needs, const variable_list& grads, size_t count) {
+// `flags`: the node's saved booleans the formula reads as context attributes.
+variable_list call_slow(const char* name, AutogradContext* ctx, std::initializer_list<const char*> flags,
+                        const variable_list& saved, const std::vector<bool>& needs,
+                        const variable_list& grads, size_t count) {
   py::gil_scoped_acquire gil;
   if (!slow_backward) throw std::runtime_error("rnnlab: no slow backward registered");
+  py::dict attrs;
+  for (const char* flag : flags) attrs[flag] = ctx->saved_data.at(flag).toBool();
   py::tuple s(saved.size()), n(needs.size()), g(grads.size());
   for (size_t i = 0; i < saved.size(); ++i) s[i] = saved[i].defined() ? py::cast(saved[i]) : py::none();
   for (size_t i = 0; i < needs.size(); ++i) n[i] = py::bool_(needs[i]);
@@ -89,11 +93,7 @@ struct RnnTrain : torch::autograd::Function<RnnTrain> {
     const variable_list saved = ctx->get_saved_variables();
     const Tensor& dhs = grads[0];
     if (at::GradMode::is_enabled()) {  // create_graph: the differentiable reference
-      py::gil_scoped_acquire gil;
-      py::dict attrs;
-      attrs["relu"] = relu;
-      attrs["reverse"] = reverse;
-      return call_slow("rnn_fwd", saved, attrs, needs, grads, 9);
+      return call_slow("rnn_fwd", ctx, {"relu", "reverse"}, saved, needs, grads, 9);
     }
     variable_list out(9);
     if (!dhs.defined()) return out;
@@ -130,11 +130,7 @@ struct GruTrain : torch::autograd::Function<GruTrain> {
     const bool after = ctx->saved_data["after"].toBool(), reverse = ctx->saved_data["reverse"].toBool();
     const variable_list saved = ctx->get_saved_variables();
     if (grads[1].defined() || at::GradMode::is_enabled()) {  // the reference (see rnn)
-      py::gil_scoped_acquire gil;
-      py::dict attrs;
-      attrs["after"] = after;
-      attrs["reverse"] = reverse;
-      return call_slow("gru_fwd", saved, attrs, needs, grads, 10);
+      return call_slow("gru_fwd", ctx, {"after", "reverse"}, saved, needs, grads, 10);
     }
     variable_list out(10);
     if (!grads[0].defined()) return out;
@@ -169,10 +165,7 @@ struct LstmTrain : torch::autograd::Function<LstmTrain> {
     const bool reverse = ctx->saved_data["reverse"].toBool();
     const variable_list saved = ctx->get_saved_variables();
     if (grads[2].defined() || at::GradMode::is_enabled()) {  // the reference (see rnn)
-      py::gil_scoped_acquire gil;
-      py::dict attrs;
-      attrs["reverse"] = reverse;
-      return call_slow("lstm_fwd", saved, attrs, needs, grads, 10);
+      return call_slow("lstm_fwd", ctx, {"reverse"}, saved, needs, grads, 10);
     }
     variable_list out(10);
     if (!grads[0].defined() && !grads[1].defined()) return out;
