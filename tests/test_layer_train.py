@@ -175,3 +175,23 @@ def test_node_declines_modes_and_packed_rows():
     packed = torch.nn.utils.rnn.pack_padded_sequence(x, [4, 2])
     out, _ = layer(packed)
     assert not any("Train>" in n for n in _node_names(out.data))
+
+
+@pytest.mark.parametrize("form", ["rnn-tanh", "gru", "lstm"])
+def test_node_keeps_autograd_rules(form):
+    """retain_graph, the error of a second backward without it, and the error when a saved
+    weight was modified in place after the forward: as for any autograd node."""
+    layer = _layer(form)
+    x = torch.randn(3, 2, 4, dtype=torch.float64, requires_grad=True)
+    out, _ = layer(x)
+    out.sum().backward(retain_graph=True)
+    first = x.grad.clone()
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, 2 * first)
+    with pytest.raises(RuntimeError, match="second time"):
+        out.sum().backward()
+    out, _ = layer(x)
+    with torch.no_grad():
+        layer.weight_hh_l0.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        out.sum().backward()
