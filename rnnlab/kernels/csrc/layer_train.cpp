@@ -181,18 +181,10 @@ struct LstmTrain : torch::autograd::Function<LstmTrain> {
 };
 
 // Whether t (a tensor argument, or nullptr for None) is one this entry serves.
-bool plain_arg(const Tensor* t) {
-  static const auto cpu = c10::DispatchKeySet(c10::DispatchKey::CPU);
-  static const auto other = c10::autograd_dispatch_keyset | c10::autocast_dispatch_keyset |
-                            c10::DispatchKeySet(c10::DispatchKey::ADInplaceOrView);
-  return !t || (t->key_set() - other) == cpu;
-}
+bool plain_arg(const Tensor* t) { return !t || plain(*t); }
 
-bool bare_call() {
-  const auto tls = c10::impl::tls_local_dispatch_key_set().included_;
-  return !tls.has(c10::DispatchKey::Python) && !tls.has(c10::DispatchKey::FuncTorchDynamicLayerFrontMode) &&
-         !at::impl::torch_function_mode_enabled();
-}
+// No dispatch mode, functorch transform or torch-function mode (which would see the op).
+bool bare_call() { return bare_dispatch() && !at::impl::torch_function_mode_enabled(); }
 
 // The optional tensor argument obj (None → nullopt); `ok` false when obj is neither.
 c10::optional<Tensor> opt_arg(PyObject* obj, bool& ok) {

@@ -114,25 +114,9 @@ Tensor gru_step(const Tensor& x_, const Tensor& h_, const Tensor& w_ih_, const T
 namespace rnnlab {
 namespace {
 
-// Whether t is a plain dense CPU tensor (no subclass, functorch wrapper, zero or nested tensor):
-// its dispatch keys, autograd's, autocast's and ADInplaceOrView aside, are CPU's alone.
-bool plain(const Tensor& t) {
-  static const auto cpu = c10::DispatchKeySet(c10::DispatchKey::CPU);
-  static const auto other = c10::autograd_dispatch_keyset | c10::autocast_dispatch_keyset |
-                            c10::DispatchKeySet(c10::DispatchKey::ADInplaceOrView);
-  return (t.key_set() - other) == cpu;
-}
-
 // Whether t is a contiguous plain CPU tensor of dtype st with the given sizes.
 bool usable(const Tensor* t, at::ScalarType st, std::initializer_list<int64_t> sizes) {
   return t && t->scalar_type() == st && plain(*t) && t->is_contiguous() && t->sizes().equals(sizes);
-}
-
-// Whether a call may skip the dispatcher: no Python dispatch mode (FakeTensorMode, a
-// TorchDispatchMode) and no functorch transform active on this thread.
-bool bare_dispatch() {
-  const auto tls = c10::impl::tls_local_dispatch_key_set().included_;
-  return !tls.has(c10::DispatchKey::Python) && !tls.has(c10::DispatchKey::FuncTorchDynamicLayerFrontMode);
 }
 
 struct LayerWeights {
