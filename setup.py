@@ -40,7 +40,7 @@ if not os.environ.get("RNNLAB_NO_EXT"):
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 1))  # ninja's default is cores + 2
     files = ("register.cpp", "rnn.cpp", "lstm.cpp", "gru.cpp", "step.cpp", "cell_train.cpp", "both.cpp",
-             "cache.cpp", "layer_train.cpp")
+             "cache.cpp", "layer_train.cpp", "module_calls.cpp")
     sources = [f"{src}/{f}" for f in files]
     extra: dict = {"include_dirs": [], "library_dirs": [], "libraries": [], "extra_link_args": ["-fopenmp"]}
     prefix = Path(sys.prefix)

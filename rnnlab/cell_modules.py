@@ -40,23 +40,8 @@ def _fused(kind: int | None, input: Tensor, hx: Any, params: dict) -> Any:
     return _fast(kind, input, hx, params)
 
 
-_Module = nn.Module
-_MODULE_CALL = nn.Module.__call__
-_tracing = torch._C._get_tracing_state
-
-
-def _plain_call(cell: RNNCellBase) -> bool:
-    """Whether ``nn.Module.__call__`` would only call our own ``forward``: no hooks (the cell's or
-    global), not compiled by ``module.compile()``, no ``forward`` patched in, not under torch.jit
-    tracing or an FX trace (which patches ``nn.Module.__call__``). (torch.compile: ``_fused``.)"""
-    d = cell.__dict__
-    return not (
-        d["_forward_hooks"] or d["_forward_pre_hooks"] or d["_backward_hooks"]
-        or d["_backward_pre_hooks"] or _module._global_forward_hooks
-        or _module._global_forward_pre_hooks or _module._global_backward_hooks
-        or _module._global_backward_pre_hooks or "forward" in d or "_compiled_call_impl" in d
-        or _Module.__call__ is not _MODULE_CALL or _tracing()
-    ) and type(cell).forward in _FORWARDS
+_cell_call = kernels.cell_call
+_is_compiling = torch.compiler.is_compiling
 
 
 def _one_node(kind: int | None, x: Tensor, tensors: tuple[Tensor | None, ...]) -> bool:
@@ -127,13 +112,14 @@ class RNNCellBase(nn.Module):
         return x, states, batched
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """``nn.Module.__call__``, except that a plain call (``_plain_call``: nothing would run
-        around ``forward``) with no gradient needed is the fused step's C call straight away.
-        Module.__call__'s own checks cost ~1 µs, a third of an H = 64 step (``_fused`` then
-        answers None for anything it does not serve, and the call goes on as usual)."""
-        if not kwargs and 0 < len(args) <= 2 and _plain_call(self):
-            fused = _fused(self._kind(), args[0], args[1] if len(args) == 2 else None,
-                           self._parameters)
+        """``nn.Module.__call__``, except that a plain call with no gradient needed is the fused
+        step's C call straight away: ``kernels.cell_call`` checks in C that ``nn.Module.__call__``
+        would only run our ``forward`` (no hooks, the cell's or global; not ``module.compile()``d;
+        no ``forward`` patched in; no jit or FX trace) and answers None for anything it does not
+        serve, and the call goes on as usual. (In Python those checks and ``Module.__call__``'s
+        own cost ~1.2 µs, half of an H = 64 step. torch.compile traces the usual call.)"""
+        if _cell_call is not None and not kwargs and not _is_compiling():
+            fused = _cell_call(self, args)
             if fused is not None:
                 return fused
         return nn.Module.__call__(self, *args, **kwargs)
@@ -237,4 +223,6 @@ class GRUCell(RNNCellBase):
         return gru_cell(x, states[0], *params, self.reset)
 
 
-_FORWARDS = frozenset((RNNCell.forward, LSTMCell.forward, GRUCell.forward))
+if kernels.calls_setup is not None:  # what cell_call reads (csrc/module_calls.cpp)
+    kernels.calls_setup({"module_globals": vars(_module), "Module": nn.Module,
+                         "kernels_globals": vars(kernels), "cells": (RNNCell, LSTMCell, GRUCell)})

@@ -395,3 +395,7 @@ class GRU(RNNBase):
     @property
     def _stream_kind(self) -> int | None:
         return None if self.bidirectional else (3 if self.reset == "after" else 4)
+
+
+if kernels.calls_setup is not None:  # what layer_step reads (csrc/module_calls.cpp)
+    kernels.calls_setup({"kernels_globals": vars(kernels), "layers": (RNN, LSTM, GRU)})

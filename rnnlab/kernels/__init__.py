@@ -82,6 +82,12 @@ stream_step = _C.stream_step if AVAILABLE else None
 # The same for a cell module (RNNCell/LSTMCell/GRUCell.forward): cell_step(kind, x, hx, params)
 # → h' or (h', c'), or None (gradients needed, any mismatch).
 cell_step = _C.cell_step if AVAILABLE else None
+# Those two with their Python wrappers' checks done in C (csrc/module_calls.cpp): cell_call(cell,
+# args) is a cell module's __call__, layer_step(layer, input, hx) a layer's step, each None when
+# not handled; calls_setup hands them the classes and globals they read (cell_modules, layers).
+cell_call = _C.cell_call if AVAILABLE else None
+layer_step = _C.layer_step if AVAILABLE else None
+calls_setup = _C.calls_setup if AVAILABLE else None
 
 
 def workspace_cache(limit: int | None = None, min_bytes: int | None = None) -> dict[str, int]:
@@ -109,7 +115,8 @@ def workspace_cache(limit: int | None = None, min_bytes: int | None = None) -> d
 
 
 def empty_cache() -> None:
-    """Free the cached workspaces that no tensor uses (as ``torch.cuda.empty_cache`` does)."""
+    """Free the cached workspaces that no tensor uses (as ``torch.cuda.empty_cache`` does), and
+    drop the single-step calls' pool of small outputs kept for reuse (``csrc/recycle.h``)."""
     if AVAILABLE:
         _C.empty_cache()
 

@@ -7,6 +7,7 @@
 
 #include "cache.h"
 #include "gemm.h"
+#include "recycle.h"
 #include "sequence_ops.h"
 
 TORCH_LIBRARY(rnnlab, m) {
@@ -52,7 +53,8 @@ TORCH_LIBRARY_IMPL(rnnlab, CPU, m) {
 }
 
 // `import rnnlab._C` loads this library, which registers the ops above. The module has plain
-// functions: stream_step and cell_step (step.cpp), cell_train_fwd/bwd (cell_train.cpp), both
+// functions: stream_step and cell_step (step.cpp), cell_call, layer_step and calls_setup
+// (module_calls.cpp), cell_train_fwd/bwd (cell_train.cpp), both
 // (both.cpp), the workspace cache's two (cache.h), gemm_library and mm (gemm.h) and
 // onednn_workspace_bytes(kind, T, B, I, H) (None when built without oneDNN), which the fake
 // implementation of onednn_fwd uses to size its workspace.
@@ -78,7 +80,8 @@ static PyObject* workspace_bytes(PyObject*, PyObject* args) {
 }
 
 // workspace_cache(limit, min_bytes) → (limit, min_bytes, cached bytes); a negative argument
-// keeps that setting. empty_cache() frees the cached blocks no tensor uses (cache.h).
+// keeps that setting. empty_cache() frees the cached blocks no tensor uses (cache.h) and drops
+// the single steps' pooled outputs (recycle.h).
 static PyObject* workspace_cache(PyObject*, PyObject* args) {
   long long limit, min_bytes;
   if (!PyArg_ParseTuple(args, "LL", &limit, &min_bytes)) return nullptr;
@@ -91,6 +94,7 @@ static PyObject* workspace_cache(PyObject*, PyObject* args) {
 
 static PyObject* empty_cache(PyObject*, PyObject*) {
   rnnlab::WorkspaceCache::instance().empty_cache();
+  rnnlab::recycle::clear();  // and the single steps' pooled outputs
   Py_RETURN_NONE;
 }
 
@@ -138,6 +142,9 @@ static PyObject* mm(PyObject*, PyObject* args) {
 
 PyObject* rnnlab_stream_step(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // step.cpp
 PyObject* rnnlab_cell_step(PyObject*, PyObject* const* args, Py_ssize_t nargs);    // step.cpp
+PyObject* rnnlab_cell_call(PyObject*, PyObject* const* args, Py_ssize_t nargs);      // module_calls.cpp
+PyObject* rnnlab_layer_step(PyObject*, PyObject* const* args, Py_ssize_t nargs);     // module_calls.cpp
+PyObject* rnnlab_calls_setup(PyObject*, PyObject* const* args, Py_ssize_t nargs);    // module_calls.cpp
 PyObject* rnnlab_cell_train_fwd(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // cell_train.cpp
 PyObject* rnnlab_cell_train_bwd(PyObject*, PyObject* const* args, Py_ssize_t nargs);  // cell_train.cpp
 PyObject* rnnlab_both(PyObject*, PyObject* args);  // both.cpp
@@ -151,6 +158,12 @@ static PyMethodDef methods[] = {
      METH_FASTCALL, "One no-grad time step of a stacked layer (see step.cpp); None: not handled."},
     {"cell_step", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_cell_step)),
      METH_FASTCALL, "One no-grad step of a cell module (see step.cpp); None: not handled."},
+    {"cell_call", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_cell_call)),
+     METH_FASTCALL, "A cell module's __call__ as one no-grad C step (module_calls.cpp); None: not handled."},
+    {"layer_step", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_layer_step)),
+     METH_FASTCALL, "A layer's step(input, hx) as one C call (module_calls.cpp); None: not handled."},
+    {"calls_setup", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_calls_setup)),
+     METH_FASTCALL, "What cell_call and layer_step read: the classes, nn.Module, the globals."},
     {"cell_train_fwd", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_cell_train_fwd)),
      METH_FASTCALL, "A cell module's step with gradients: forward, saving for backward (cell_train.cpp)."},
     {"cell_train_bwd", reinterpret_cast<PyCFunction>(reinterpret_cast<void*>(rnnlab_cell_train_bwd)),

@@ -5,16 +5,20 @@
 //    step is a few microseconds of arithmetic and a dispatched op's own overhead (~3 µs) plus the
 //    Python around it would dominate. It takes the tensors as they are, checks what it relies on,
 //    and answers None whenever anything is unusual (gradients on, a dtype/device/shape mismatch,
-//    a non-contiguous tensor): the caller then takes the validated path, which raises the proper
-//    error.
+//    a non-contiguous tensor, jit tracing, which would not see it): the caller then takes the
+//    validated path, which raises the proper error.
 //      stream_step(kind, x [B,I], hx, params, names) with kind 0 tanh RNN, 1 relu RNN, 2 LSTM,
 //      3 GRU (reset after), 4 GRU (reset before); hx None, h [L,B,P] or (h [L,B,P], c [L,B,H]);
 //      params the layer's parameter dict, names per layer (w_ih, w_hh, b_ih, b_hh, w_hr) keys
-//      → (output [B,P], h_n) or (output, (h_n, c_n)); output is a copy of h_n[L-1]
+//      → (output [B,P], h_n) or (output, (h_n, c_n)); output is a copy of h_n[L-1]. The outputs
+//      of both calls are tensors no one else refers to: fresh, or recycled when idle (recycle.h).
 //  * rnnlab._C.cell_step: the same for one step of RNNCell / LSTMCell / GRUCell (see cell()).
+#include <torch/csrc/jit/frontend/tracer.h>
+
 #include <array>
 
 #include "pycall.h"
+#include "recycle.h"
 #include "step.h"
 
 namespace rnnlab {
@@ -165,7 +169,8 @@ PyObject* pair(PyObject* a, PyObject* b) {
 }
 
 PyObject* step(PyObject* const* args, Py_ssize_t nargs) {
-  if (nargs != 5 || at::GradMode::is_enabled() || !PyDict_Check(args[3])) Py_RETURN_NONE;
+  if (nargs != 5 || at::GradMode::is_enabled() || !PyDict_Check(args[3]) || torch::jit::tracer::isTracing())
+    Py_RETURN_NONE;
   const long kind = PyLong_AsLong(args[0]);
   const Tensor* xp = as_tensor(args[1]);
   PyObject* names = args[4];
@@ -212,16 +217,21 @@ PyObject* step(PyObject* const* args, Py_ssize_t nargs) {
     if (!usable(hp, st, {L, B, P})) Py_RETURN_NONE;
     h = *hp;
   }
-  Tensor h_n = at::detail::empty_cpu({L, B, P}, st, false);
-  Tensor c_n = lstm ? at::detail::empty_cpu({L, B, H}, st, false) : Tensor();
-  Tensor out = at::detail::empty_cpu({B, P}, st, false);
+  Tensor h_n, c_n, out;  // the outputs, recycled when idle (recycle.h)
+  PyObject* h_obj = recycle::take({L, B, P}, st, &h_n);
+  PyObject* c_obj = lstm && h_obj ? recycle::take({L, B, H}, st, &c_n) : nullptr;
+  PyObject* out_obj = h_obj && (c_obj || !lstm) ? recycle::take({B, P}, st, &out) : nullptr;
+  if (!out_obj) {
+    Py_XDECREF(h_obj);
+    Py_XDECREF(c_obj);
+    return nullptr;
+  }
   AT_DISPATCH_FLOATING_TYPES(st, "stream_step", [&] {
     run<scalar_t>(kind, *xp, w, B, P, H, h.data_ptr<scalar_t>(), lstm ? c.data_ptr<scalar_t>() : nullptr,
                   h_n.data_ptr<scalar_t>(), lstm ? c_n.data_ptr<scalar_t>() : nullptr,
                   out.data_ptr<scalar_t>());
   });
-  return pair(THPVariable_Wrap(out), lstm ? pair(THPVariable_Wrap(h_n), THPVariable_Wrap(c_n))
-                                          : THPVariable_Wrap(h_n));
+  return pair(out_obj, lstm ? pair(h_obj, c_obj) : h_obj);
 }
 
 // A cell module's step: kind as stream_step's; params the module's _parameters (weight_ih [G·H, I],
@@ -233,7 +243,8 @@ PyObject* cell(PyObject* const* args, Py_ssize_t nargs) {
                                     PyUnicode_InternFromString("weight_hh"),
                                     PyUnicode_InternFromString("bias_ih"),
                                     PyUnicode_InternFromString("bias_hh")};
-  if (nargs != 4 || !PyLong_CheckExact(args[0]) || !PyDict_Check(args[3])) Py_RETURN_NONE;
+  if (nargs != 4 || !PyLong_CheckExact(args[0]) || !PyDict_Check(args[3]) || torch::jit::tracer::isTracing())
+    Py_RETURN_NONE;
   const long kind = PyLong_AsLong(args[0]);
   const Tensor* xp = as_tensor(args[1]);
   if (kind < 0 || kind > 4 || !xp || !keys[3]) Py_RETURN_NONE;
@@ -276,8 +287,13 @@ PyObject* cell(PyObject* const* args, Py_ssize_t nargs) {
       if (t && t->requires_grad()) Py_RETURN_NONE;
   }
   const auto sizes = rank == 2 ? std::vector<int64_t>{B, H} : std::vector<int64_t>{H};
-  Tensor h_n = at::detail::empty_cpu(sizes, st, false);
-  Tensor c_n = lstm ? at::detail::empty_cpu(sizes, st, false) : Tensor();
+  Tensor h_n, c_n;  // the outputs, recycled when idle (recycle.h)
+  PyObject* h_obj = recycle::take(sizes, st, &h_n);
+  PyObject* c_obj = lstm && h_obj ? recycle::take(sizes, st, &c_n) : nullptr;
+  if (!h_obj || (lstm && !c_obj)) {
+    Py_XDECREF(h_obj);
+    return nullptr;
+  }
   AT_DISPATCH_FLOATING_TYPES(st, "cell_step", [&] {
     const scalar_t *x = xp->data_ptr<scalar_t>(), *h = hp->data_ptr<scalar_t>();
     const scalar_t *w_ih = ptr<scalar_t>(w[0]), *w_hh = ptr<scalar_t>(w[1]);
@@ -291,7 +307,7 @@ PyObject* cell(PyObject* const* args, Py_ssize_t nargs) {
     else
       stepk::rnn<scalar_t>(x, B, I, h, H, w_ih, w_hh, b_ih, b_hh, kind == 1, out);
   });
-  return lstm ? pair(THPVariable_Wrap(h_n), THPVariable_Wrap(c_n)) : THPVariable_Wrap(h_n);
+  return lstm ? pair(h_obj, c_obj) : h_obj;
 }
 
 }  // namespace
