@@ -12,7 +12,9 @@
 // stepping.layer_step make, read from the same dicts: in Python they cost ~1.2 µs (cells) and
 // ~0.5 µs (layers) a call, against ~2 µs for a whole H = 64 step (BENCHMARKS.md, design table).
 // calls_setup(refs) hands over what they read; until then both answer None.
+#include <algorithm>
 #include <array>
+#include <initializer_list>
 
 #include "pycall.h"
 
@@ -93,20 +95,38 @@ int which(PyObject* s, const char* a, const char* b) {
   return PyUnicode_CompareWithASCIIString(s, b) == 0 ? 1 : -1;
 }
 
+// The step kernels' kind of the class at index f (0 RNN, 1 LSTM, 2 GRU; a cell or a layer) from
+// its instance dict d: tanh 0, relu 1, LSTM 2, GRU reset after 3, before 4; -1 when unknown.
+long kind_of(int f, PyObject* d) {
+  if (f == 1) return 2;
+  if (f == 0) return which(item(d, RNNLAB_KEY("nonlinearity")), "tanh", "relu");
+  const int reset = f == 2 ? which(item(d, RNNLAB_KEY("reset")), "after", "before") : -1;
+  return reset < 0 ? -1 : 3 + reset;
+}
+
+// step(kind, rest...)'s answer (step.cpp), or None (a new reference) when kind < 0 or it declined;
+// nullptr with the error set
+PyObject* call_step(long kind, PyObject* (*step)(PyObject*, PyObject* const*, Py_ssize_t),
+                    std::initializer_list<PyObject*> rest) {
+  PyObject* argv[5];
+  argv[0] = kind >= 0 && rest.size() < 5 ? PyLong_FromLong(kind) : nullptr;
+  PyObject* result = nullptr;
+  if (argv[0]) {
+    std::copy(rest.begin(), rest.end(), argv + 1);
+    result = step(nullptr, argv, Py_ssize_t(rest.size() + 1));
+    Py_DECREF(argv[0]);
+  }
+  if (!result && !PyErr_Occurred()) Py_RETURN_NONE;
+  return result;
+}
+
 // cell_step's kind for this cell (the class's _kind), -1 when the C call does not serve it
 long cell_kind(PyObject* cell, PyObject* d) {
   static PyObject* const forward = intern("forward");
   static PyObject* const kind = intern("_kind");
   PyTypeObject* type = Py_TYPE(cell);
   const int f = index_of(refs.forwards, _PyType_Lookup(type, forward));
-  if (f < 0 || index_of(refs.kinds, _PyType_Lookup(type, kind)) != f) return -1;
-  if (f == 1) return 2;  // LSTMCell
-  if (f == 0) {          // RNNCell: tanh 0, relu 1
-    const int nl = which(item(d, RNNLAB_KEY("nonlinearity")), "tanh", "relu");
-    return nl < 0 ? -1 : nl;
-  }
-  const int reset = which(item(d, RNNLAB_KEY("reset")), "after", "before");  // GRUCell: after 3, before 4
-  return reset < 0 ? -1 : 3 + reset;
+  return f < 0 || index_of(refs.kinds, _PyType_Lookup(type, kind)) != f ? -1 : kind_of(f, d);
 }
 
 PyObject* cell_call(PyObject* const* args, Py_ssize_t nargs) {
@@ -116,20 +136,13 @@ PyObject* cell_call(PyObject* const* args, Py_ssize_t nargs) {
   if (n < 1 || n > 2 || forced_reference()) Py_RETURN_NONE;
   PyObject* d = dict_of(cell);
   if (!d) return PyErr_Occurred() ? nullptr : (Py_INCREF(Py_None), Py_None);
-  PyObject* result = nullptr;
-  const long kind = plain_module(d) ? cell_kind(cell, d) : -1;
+  long kind = plain_module(d) ? cell_kind(cell, d) : -1;
   PyObject* params = kind >= 0 ? item(d, RNNLAB_KEY("_parameters")) : nullptr;
-  if (params && PyDict_Check(params)) {
-    PyObject* kind_obj = PyLong_FromLong(kind);
-    if (kind_obj) {
-      PyObject* argv[4] = {kind_obj, PyTuple_GET_ITEM(call_args, 0),
-                           n == 2 ? PyTuple_GET_ITEM(call_args, 1) : Py_None, params};
-      result = rnnlab_cell_step(nullptr, argv, 4);
-      Py_DECREF(kind_obj);
-    }
-  }
+  if (!params || !PyDict_Check(params)) kind = -1;
+  PyObject* result = call_step(kind, rnnlab_cell_step,
+                               {PyTuple_GET_ITEM(call_args, 0),
+                                n == 2 ? PyTuple_GET_ITEM(call_args, 1) : Py_None, params});
   Py_DECREF(d);
-  if (!result && !PyErr_Occurred()) Py_RETURN_NONE;
   return result;
 }
 
@@ -137,35 +150,22 @@ PyObject* cell_call(PyObject* const* args, Py_ssize_t nargs) {
 long layer_kind(PyObject* layer, PyObject* d) {
   static PyObject* const stream = intern("_stream_kind");
   const int f = index_of(refs.streams, _PyType_Lookup(Py_TYPE(layer), stream));
-  PyObject* bidirectional = item(d, RNNLAB_KEY("bidirectional"));
-  if (f < 0 || bidirectional != Py_False) return -1;
-  if (f == 1) return 2;  // LSTM
-  if (f == 0) return which(item(d, RNNLAB_KEY("nonlinearity")), "tanh", "relu");  // tanh 0, relu 1
-  const int reset = which(item(d, RNNLAB_KEY("reset")), "after", "before");       // GRU: after 3, before 4
-  return reset < 0 ? -1 : 3 + reset;
+  return f < 0 || item(d, RNNLAB_KEY("bidirectional")) != Py_False ? -1 : kind_of(f, d);
 }
 
 PyObject* layer_step(PyObject* const* args, Py_ssize_t nargs) {
   if (nargs != 3 || refs.streams[0] == nullptr || forced_reference()) Py_RETURN_NONE;
   PyObject* d = dict_of(args[0]);
   if (!d) return PyErr_Occurred() ? nullptr : (Py_INCREF(Py_None), Py_None);
-  PyObject* result = nullptr;
   PyObject* dropout = item(d, RNNLAB_KEY("dropout"));
   const bool dropping = !dropout || PyObject_IsTrue(dropout) != 0;
   const bool training = item(d, RNNLAB_KEY("training")) != Py_False;
-  const long kind = dropping && training ? -1 : layer_kind(args[0], d);
+  long kind = dropping && training ? -1 : layer_kind(args[0], d);
   PyObject* params = kind >= 0 ? item(d, RNNLAB_KEY("_parameters")) : nullptr;
   PyObject* names = kind >= 0 ? item(d, RNNLAB_KEY("_step_names")) : nullptr;
-  if (params && names) {
-    PyObject* kind_obj = PyLong_FromLong(kind);
-    if (kind_obj) {
-      PyObject* argv[5] = {kind_obj, args[1], args[2], params, names};
-      result = rnnlab_stream_step(nullptr, argv, 5);
-      Py_DECREF(kind_obj);
-    }
-  }
+  if (!params || !names) kind = -1;
+  PyObject* result = call_step(kind, rnnlab_stream_step, {args[1], args[2], params, names});
   Py_DECREF(d);
-  if (!result && !PyErr_Occurred()) Py_RETURN_NONE;
   return result;
 }
 
