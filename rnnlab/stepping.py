@@ -1,7 +1,7 @@
 """One time step of a stacked layer (``RNN/LSTM/GRU.step``): streaming and text generation.
 
 Without gradients on the fused backend a step is a few microseconds of arithmetic, so it takes the
-shortest path there is: ``kernels.layer_step`` (the checks below made in C, then
+shortest path there is: ``kernels.layer_step`` (its dropout and backend checks made in C, then
 ``kernels.stream_step``), one C call for the whole stack, which answers
 None for anything it does not check itself (a non-contiguous input, a mismatched state, a
 parametrized weight it cannot find in ``_parameters``). Then the checked path below runs: the
