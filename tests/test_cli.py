@@ -122,3 +122,30 @@ def test_median_pass_takes_the_median_ratio_pass_with_its_times_and_first_pass_e
     flat = [[{"cell": "rnn", "torch_us": t, "ours_us": 1.0, "ratio": t}] for t in (4.0, 6.0, 5.0, 7.0)]
     (s,) = median_pass(flat, modes=())
     assert (s["ratio"], s["torch_us"], s["pass_ratios"]) == (5.0, 5.0, [4.0, 6.0, 5.0, 7.0])
+
+
+def test_targets_name_the_row_that_set_the_minimum_and_the_e_peak_it_would_need():
+    """A B ≥ 8 target carries its worst row, our E_peak there and need × torch's E_peak; a B = 1
+    target, not FLOP-bound, carries none; the table shows both."""
+    from rnnlab.bench.report import section, targets
+
+    def case(batch: int, ratio: float, e_peak: float, e_torch: float) -> dict:
+        entry = {"torch_ms": ratio, "ours_ms": 1.0, "ratio": ratio, "E_peak": e_peak, "E_peak_torch": e_torch}
+        return {"case": f"GRU B={batch}", "group": "main", "cell": "gru", "batch": batch, "hidden": 512,
+                "train": dict(entry), "infer": dict(entry)}
+
+    cases = [case(8, 2.4, 0.88, 0.36), case(64, 1.47, 0.98, 0.66), case(1, 6.0, 0.3, 0.05)]
+    results = {"meta": {"cpu": "x", "torch": "t", "python": "p", "rnnlab": "r", "backend": "fused",
+                        "date": "d", "command": "c"},
+               "runs": {"2": {"cases": cases, "streaming": [], "sgemm_flops": 2e11}}}
+    by_name = {t["target"]: t for t in targets(results)}
+    infer = by_name["GRU infer B≥8"]
+    assert (infer["got"], infer["met"], infer["worst"]) == (1.47, False, "GRU B=64")
+    assert infer["e_peak"] == 0.98 and abs(infer["e_peak_needed"] - 1.5 * 0.66) < 1e-12
+    assert "worst" not in by_name["GRU train B=1"] and by_name["GRU train B=1"]["got"] == 6.0
+    results["targets"] = list(by_name.values())
+    table = section(results)
+    assert "| GRU B=64: 0.98 / 0.99 |" in table and "| yes | - |" in table
+    # a miss that two decimals would round up to the line shows three
+    results["targets"][0] = dict(results["targets"][0], got=1.496, met=False)
+    assert "| 1.50 | 1.496 |" in section(results)

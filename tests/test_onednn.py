@@ -161,15 +161,16 @@ def test_dispatch_rule():
 
 def test_dispatch_bands_follow_the_cpu_family():
     """The bands are per CPU family: on the EPYC oneDNN's GRU won from H = 256 at B ≥ 8 and the
-    LSTM's at H = 512 from B = 1, where the Xeon's rules keep rnnlab's kernels; the EPYC keeps
-    the GRU at H = 128 on rnnlab's kernel (batch halves), where the Xeon goes to oneDNN from
-    B = 32."""
+    LSTM's at H = 512 from B = 1 to 39 (rnnlab's kernel from B = 40), where the Xeon's rules keep
+    rnnlab's kernels; the EPYC keeps the GRU at H = 128 on rnnlab's kernel (batch halves), where
+    the Xeon goes to oneDNN from B = 32."""
     from rnnlab.kernels import bands
 
     assert bands.PLATFORM in bands.BANDS
     amd, intel = ("amd", "intel")
     assert bands.prefers_onednn("gru", 512, 8, 2, amd) and not bands.prefers_onednn("gru", 512, 8, 2, intel)
     assert bands.prefers_onednn("lstm", 512, 1, 2, amd) and not bands.prefers_onednn("lstm", 512, 1, 2, intel)
+    assert not bands.prefers_onednn("lstm", 512, 64, 2, amd) and bands.prefers_onednn("lstm", 512, 32, 2, amd)
     assert not bands.prefers_onednn("gru", 128, 64, 2, amd) and bands.prefers_onednn("gru", 128, 64, 2, intel)
     for platform in (amd, intel):  # both: our RNN up to H = 256, our GRU at H = 64, oneDNN's LSTM
         assert not bands.prefers_onednn("rnn", 256, 64, 2, platform)

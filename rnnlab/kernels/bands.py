@@ -43,8 +43,13 @@ _INTEL: dict[int, dict[str, list[Band]]] = {
 # B=64 11.2 vs 13.7) and at small B·H (GRU H=128 B=8 1.84 vs 2.14, LSTM H=64 B=4 0.57 vs 0.71).
 _AMD: dict[int, dict[str, list[Band]]] = {
     2: {
-        # LSTM: ours up to H = 128 below B = 32 since its forward runs as batch halves (split.h)
-        "lstm": [(64, INF, 0), (128, 32, INF), (256, 4, INF), (INF, 1, INF)],
+        # LSTM: ours up to H = 128 below B = 32 since its forward runs as batch halves (split.h);
+        # above H = 256 from B = 40, since its per-step GEMMs run the matmul primitive (matmul.cpp).
+        # Same process, interleaved, ms, torch / oneDNN / ours: H=512 B=64 164.2 / 155.2 / 139.6,
+        # 164.9 / 154.3 / 138.6, 164.1 / 158.4 / 138.2; B=48 122.0 / 118.6 / 103.1; B=40 93.2 /
+        # 94.1 / 88.0; H=1024 B=64 618.6 / 605.9 / 563.6; B=32 even (69.1 / 70.3 / 70.1, 69.1 /
+        # 68.0 / 71.3, 69.3 / 66.6 / 69.3), B=24 and below oneDNN (50.5 / 49.0 / 50.9)
+        "lstm": [(64, INF, 0), (128, 32, INF), (256, 4, INF), (INF, 1, 39)],
         # GRU: ours up to H = 128 since its forward runs as batch halves too (oneDNN → ours,
         # ms, alternating: H=128 B=32 4.59 → 4.42 and 4.74 → 4.52, B=48 6.74 → 6.24, B=64 8.64
         # → 8.12 and 8.29 → 8.03); oneDNN keeps H=256 B=64 (28.5 vs 30.8)
