@@ -1,6 +1,7 @@
-"""The cache of large training workspaces (csrc/cache.h, ``kernels.workspace_cache``): a block is
-handed to the next call once no tensor uses it, never while one does, and results do not depend on
-it. The cache's minimum block size is lowered here so that small problems go through it."""
+"""The cache of large training workspaces and gradients (csrc/cache.h, ``kernels.workspace_cache``):
+a block is handed to the next call once no tensor uses it, never while one does, blocks of shapes
+no longer asked for go, and results do not depend on it. The cache's minimum block size is
+lowered here so that small problems go through it."""
 
 from __future__ import annotations
 
@@ -90,6 +91,43 @@ def test_lstm_training_through_the_cache_matches_torch(small_blocks):
         for a, b in zip(run(ours), want):
             torch.testing.assert_close(a, b, **tol(torch.float64))
     assert kernels.workspace_cache()["cached"] > 0
+
+
+def test_weight_gradient_held_by_the_caller_is_never_handed_out_again(small_blocks):
+    params = [p.detach() for p in rnnlab.GRU(16, 32).parameters()]  # W_hh's gradient: 12 KB
+    x, h0 = torch.randn(20, 3, 16), torch.zeros(3, 32)
+    with torch._C._AutoDispatchBelowAutograd():
+        hs, ws = op.gru_fwd(x, None, h0, *params, True, True, False, None)
+
+        def backward(seed):
+            dhs = torch.randn(20, 3, 32, generator=torch.Generator().manual_seed(seed))
+            return op.gru_bwd(dhs, x, None, h0, params[0], params[1], hs, ws, True, True)
+
+        first = backward(0)
+        dw_hh, held, cached = first[3], first[3].clone(), kernels.workspace_cache()["cached"]
+        again = backward(1)
+        # first's dx, dW_ih and dW_hh are alive: new blocks for those three (the chunk buffer
+        # of the first call is free again, and taken)
+        grads = x.numel() + params[0].numel() + params[1].numel()
+        assert kernels.workspace_cache()["cached"] - cached == 4 * grads
+        assert again[3].data_ptr() != dw_hh.data_ptr()
+        torch.testing.assert_close(dw_hh, held, rtol=0, atol=0)  # untouched by the second call
+        del first, dw_hh, again
+        cached = kernels.workspace_cache()["cached"]
+        third = backward(0)
+    assert kernels.workspace_cache()["cached"] == cached  # every block taken again
+    torch.testing.assert_close(third[3], held, rtol=0, atol=0)
+
+
+def test_blocks_of_shapes_no_longer_asked_for_go(small_blocks):
+    """A free block that 256 requests in a row did not take is freed when a new block is made:
+    one workspace per length T (384 T bytes: GRU, B=3, H=8), none reusable by a longer one."""
+    params = [p.detach() for p in rnnlab.GRU(4, 8).parameters()]
+    h0 = torch.zeros(3, 8)
+    for steps in range(3, 303):  # requests 1 … 300 (T ≥ 3: at least the fixture's 1 KB)
+        gru_workspace(torch.randn(steps, 3, 4), h0, params)
+    # at the last request (300) the blocks last taken before request 44 (T < 46) went
+    assert kernels.workspace_cache()["cached"] == 384 * sum(range(46, 303))
 
 
 def test_limit_zero_turns_it_off_and_empty_cache_frees(small_blocks):

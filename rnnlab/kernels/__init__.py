@@ -94,13 +94,15 @@ def workspace_cache(limit: int | None = None, min_bytes: int | None = None) -> d
     """Set and read the cache of large training workspaces (``csrc/cache.h``).
 
     The fused GRU and LSTM save a workspace for their backward ([T, B, 4H] floats: 52 MB at
-    T=100, B=64, H=512). A fresh block that large costs every call its page faults and zeroing
-    (~10 ms there, BENCHMARKS.md), so blocks of at least ``min_bytes`` (default 32 MB, glibc's
-    mmap ceiling) are kept once their tensors are freed and handed to the next call, up to
-    ``limit`` bytes in all (default 1 GiB; 0 turns the cache off). A block is never reused while
-    any tensor still uses it. Changing a setting frees the blocks not in use (one in use then
-    goes with a later ``empty_cache``, or when a call needs its room). The environment
-    variable ``RNNLAB_WORKSPACE_CACHE`` sets the limit at import.
+    T=100, B=64, H=512), and every backward makes weight and input gradients. A fresh block that
+    large costs every call its page faults and zeroing (~10 ms there, BENCHMARKS.md), so blocks
+    of at least ``min_bytes`` (default 2 MB) are kept once their tensors are freed and handed to
+    the next call, up to ``limit`` bytes in all (default 1 GiB; 0 turns the cache off); a free
+    block that 256 requests in a row did not take goes when a new one is made. A block is never
+    reused while any tensor still uses it (a gradient kept in ``.grad`` keeps its block).
+    Changing a setting frees the blocks not in use (one in use then goes with a later
+    ``empty_cache``, or when a call needs its room). The environment variable
+    ``RNNLAB_WORKSPACE_CACHE`` sets the limit at import.
 
     Returns ``{"limit", "min_bytes", "cached"}`` (cached: bytes held, in use or not); all zeros
     when the extension is not built.

@@ -25,32 +25,40 @@ Tensor WorkspaceCache::empty(at::IntArrayRef shape, const at::TensorOptions& opt
   if (options.device().type() != c10::DeviceType::CPU || bytes < min_bytes_)
     return at::empty(shape, options);
   std::lock_guard<std::mutex> lock(mutex_);
+  const int64_t now = ++handed_;
   int64_t held = 0;
-  for (const auto& block : blocks_) {
-    const auto size = int64_t(block.nbytes());
-    if (bytes <= limit_ && !in_use(block) && size >= bytes && size <= bytes + bytes / 4)
-      return shaped(block, shape, options);
+  for (auto& block : blocks_) {
+    const auto size = int64_t(block.data.nbytes());
+    if (bytes <= limit_ && !in_use(block.data) && size >= bytes && size <= bytes + bytes / 4) {
+      block.last = now;
+      return shaped(block.data, shape, options);
+    }
     held += size;
   }
-  // no fit: free blocks go, oldest first, until the new one fits under the limit (all of them
-  // when it cannot, or when the limit was lowered under what is held)
-  for (auto it = blocks_.begin(); it != blocks_.end() && held + bytes > limit_;) {
-    if (in_use(*it)) {
+  // no fit: the free blocks no call has taken in the last kStale hand-outs go (another shape's),
+  // and then more free blocks, oldest first, until the new one fits under the limit (all of
+  // them when it cannot, or when the limit was lowered under what is held)
+  for (auto it = blocks_.begin(); it != blocks_.end();) {
+    if (in_use(it->data) || (held + bytes <= limit_ && now - it->last <= kStale)) {
       ++it;
       continue;
     }
-    held -= int64_t(it->nbytes());
+    held -= int64_t(it->data.nbytes());
     it = blocks_.erase(it);
   }
   auto block = at::empty({bytes}, options.dtype(at::kByte));
-  if (held + bytes <= limit_) blocks_.push_back(block);
+  if (held + bytes <= limit_) blocks_.push_back(Block{block, now});
   return shaped(block, shape, options);
+}
+
+Tensor recycled_empty(at::IntArrayRef shape, const at::TensorOptions& options) {
+  return WorkspaceCache::instance().empty(shape, options);
 }
 
 void WorkspaceCache::empty_cache() {
   std::lock_guard<std::mutex> lock(mutex_);
   blocks_.erase(std::remove_if(blocks_.begin(), blocks_.end(),
-                               [](const Tensor& block) { return !in_use(block); }),
+                               [](const Block& block) { return !in_use(block.data); }),
                 blocks_.end());
 }
 
@@ -67,7 +75,7 @@ void WorkspaceCache::configure(int64_t limit, int64_t min_bytes) {
 int64_t WorkspaceCache::cached_bytes() {
   std::lock_guard<std::mutex> lock(mutex_);
   int64_t held = 0;
-  for (const auto& block : blocks_) held += int64_t(block.nbytes());
+  for (const auto& block : blocks_) held += int64_t(block.data.nbytes());
   return held;
 }
 

@@ -1,5 +1,6 @@
 // Recycled workspaces: the large buffers a training forward saves for its backward (GRU
-// [r|z|n|hn], LSTM gates and cell states), kept across calls once their tensors are gone.
+// [r|z|n|hn], LSTM gates and cell states), and a backward's weight and input gradients and its
+// chunks' pre-activation gradients, kept across calls once their tensors are gone.
 //
 // glibc serves every block above its mmap ceiling (32 MB) with a fresh mapping and unmaps it on
 // free, so a workspace that size is first-touched by every call: its page faults and the zeroing
@@ -9,10 +10,23 @@
 // the workspace; the whole training step, same process, alternating order, plain → recycled:
 // 228.6 → 215.0 and 229.1 → 216.7 ms (torch 325.8 / 338.4).
 //
+// Below that ceiling glibc maps a block afresh too whenever it is above its moving mmap threshold,
+// which depends on what the process freed before (another library's buffers included): GRU B=1
+// H=512 training, torch's call between ours, made 1.2 K page faults a call (its two 3 MB weight
+// gradients), LSTM B=8 H=512 0.7–1.7 K, RNN B=64 H=512 9.2 K (a 13 MB dx); with blocks from 2 MB
+// recycled, none. Same process, phases of seven calls alternating, ms, 32 MB → 2 MB minimum:
+// GRU B=1 H=512 11.10 → 10.55 (and 10.39 → 9.35 with a 256 KB minimum), RNN B=64 H=512 118.1 →
+// 108.0, LSTM B=8 H=512 60.3 → 60.2 (0.7 K faults before; 60.7 → 57.2 in a process with 1.7 K,
+// a 256 KB minimum); where nothing faulted, even (LSTM B=8 H=256
+// 17.6 → 17.2, B=64 H=256 114.2 → 115.0, RNN B=1 H=512 3.91 → 3.97). With 256 KB those were 1–6 %
+// slower (RNN B=1 H=512 3.34 → 3.54, its 1 MB gradients), hence 2 MB.
+//
 // A cached block is reused only when no tensor shares its storage (the storage's reference count
 // is the cache's own), so a workspace still held (by autograd, or by a caller) is never handed
-// out twice. Blocks below the cache's minimum size come from the allocator as before (glibc reuses
-// those itself). The cache holds at most `limit` bytes; `empty_cache` frees the blocks not in use.
+// out twice (a gradient kept in `.grad` keeps its block). Blocks below the cache's minimum size
+// come from the allocator as before. The cache holds at most `limit` bytes, and a free block that
+// no request took in the last kStale requests goes when a new block is made; `empty_cache` frees
+// the blocks not in use.
 // Blocks are allocated with at::empty, so profilers and memory accounting see them once, when made.
 #pragma once
 
@@ -39,10 +53,19 @@ class WorkspaceCache {
 
  private:
   static bool in_use(const Tensor& block) { return block.storage().use_count() > 1; }
+  // A free block not handed out in this many requests goes when a request finds no fit: a
+  // training step asks for ~6 blocks per layer and direction, every step alike, while a run of
+  // changing shapes would otherwise keep one block per shape up to the limit.
+  static constexpr int64_t kStale = 256;
+  struct Block {
+    Tensor data;   // 1-D uint8
+    int64_t last;  // the request that last took it (handed_)
+  };
   std::mutex mutex_;
-  std::vector<Tensor> blocks_;  // 1-D uint8 tensors
+  std::vector<Block> blocks_;
+  int64_t handed_ = 0;  // requests of at least min_bytes_ so far
   // (atomic: read without the mutex by the size check that lets small buffers skip it)
-  std::atomic<int64_t> limit_{int64_t(1) << 30}, min_bytes_{int64_t(32) << 20};
+  std::atomic<int64_t> limit_{int64_t(1) << 30}, min_bytes_{int64_t(2) << 20};
 };
 
 // steps_like (common.h) through the cache: [T, B, width] or packed [N, width]

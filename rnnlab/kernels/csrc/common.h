@@ -266,10 +266,14 @@ inline bool adds_into(const Tensor& x, bool need, const c10::optional<Tensor>& i
   return need;
 }
 
+// An uninitialised contiguous tensor from the recycled blocks of cache.h when it is that large,
+// else at::empty (defined in cache.cpp)
+Tensor recycled_empty(at::IntArrayRef shape, const at::TensorOptions& options);
+
 // dx of a backward: x's shape, `into` when it adds there, or empty when x needs no gradient
 inline Tensor input_grads_like(const Tensor& x, bool need, const c10::optional<Tensor>& into) {
   if (need && into.has_value() && into->defined()) return *into;
-  return need ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
+  return need ? recycled_empty(x.sizes(), x.options()) : at::empty({0}, x.options());
 }
 
 // The input gradient of a chunk of steps [t0, t1): its rows of dx = da W_ih, or += when `add`

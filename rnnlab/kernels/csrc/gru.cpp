@@ -192,7 +192,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   // chunks' rows of [dar|daz|dan]. Reset after: the recurrent pre-activation gradient
   // [dar|daz|dan⊙r] differs from it only in its n block, made from it for the weight gradient
-  auto dgi = at::empty({slots, K * B, 3 * H}, x.options());
+  auto dgi = recycled_empty({slots, K * B, 3 * H}, x.options());
   auto gh_step = after ? at::empty({B, 3 * H}, x.options()) : Tensor();
   auto dh = at::zeros({B, H}, x.options());
   auto partials = split ? at::empty({2, 2, H}, x.options()) : Tensor();
@@ -200,7 +200,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   auto din_buf = at::empty({B, H}, x.options());
   Tensor dx, dw_ih, dw_hh, db_ih, db_hh;  // made on first use (common.h OnFirstUse)
   const OnFirstUse weights([&] {
-    dw_ih = at::empty_like(w_ih), dw_hh = at::empty_like(w_hh);
+    dw_ih = recycled_empty(w_ih.sizes(), w_ih.options()), dw_hh = recycled_empty(w_hh.sizes(), w_hh.options());
     db_ih = at::empty({3 * H}, x.options()), db_hh = at::empty({3 * H}, x.options());
   }, overlap);
   const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx, dx_into); }, overlap);

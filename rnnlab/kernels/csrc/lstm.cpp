@@ -142,7 +142,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   const int64_t mid = halves ? halves_mid(rows) : 0;
   const int64_t K = pipelined_chunk(K_one, overlap);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
-  auto da = at::empty({slots, K * B, 4 * H}, x.options());  // chunks' pre-activation gradients
+  auto da = recycled_empty({slots, K * B, 4 * H}, x.options());  // chunks' pre-activation gradients
   auto dh = at::zeros({B, P}, x.options());
   auto dc = at::zeros({B, H}, x.options());
   auto partials = split ? at::empty({2, 2, P}, x.options()) : Tensor();
@@ -151,7 +151,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   auto dh_cells = proj ? at::empty({slots, K * B, P}, x.options()) : Tensor();
   Tensor dx, dw_ih, dw_hh, db, dw_hr;  // made on first use (common.h OnFirstUse)
   const OnFirstUse weights([&] {
-    dw_ih = at::empty_like(w_ih), dw_hh = at::empty_like(w_hh), db = at::empty({4 * H}, x.options());
+    dw_ih = recycled_empty(w_ih.sizes(), w_ih.options()), dw_hh = recycled_empty(w_hh.sizes(), w_hh.options()), db = at::empty({4 * H}, x.options());
     dw_hr = proj ? at::empty_like(*w_hr) : at::empty({0}, x.options());
   }, overlap);
   const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx, dx_into); }, overlap);

@@ -104,7 +104,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> rnn_bwd(
   auto partials = split ? at::empty({2, 2, H}, x.options()) : Tensor();
   Tensor dx, dw_ih, dw_hh, db;  // made on first use (common.h OnFirstUse)
   const OnFirstUse weights([&] {
-    dw_ih = at::empty_like(w_ih), dw_hh = at::empty_like(w_hh), db = at::empty({H}, x.options());
+    dw_ih = recycled_empty(w_ih.sizes(), w_ih.options()), dw_hh = recycled_empty(w_hh.sizes(), w_hh.options()), db = at::empty({H}, x.options());
   }, overlap);
   const OnFirstUse inputs([&] { dx = input_grads_like(x, need_dx, dx_into); }, overlap);
   auto hs_c = hs.contiguous();
