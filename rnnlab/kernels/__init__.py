@@ -94,7 +94,7 @@ def workspace_cache(limit: int | None = None, min_bytes: int | None = None) -> d
     """Set and read the cache of large training workspaces (``csrc/cache.h``).
 
     The fused GRU and LSTM save a workspace for their backward ([T, B, 4H] floats: 52 MB at
-    T=100, B=64, H=512), and every backward makes weight and input gradients. A fresh block that
+    T=100, B=64, H=512), and every backward makes weight gradients. A fresh block that
     large costs every call its page faults and zeroing (~10 ms there, BENCHMARKS.md), so blocks
     of at least ``min_bytes`` (default 2 MB) are kept once their tensors are freed and handed to
     the next call, up to ``limit`` bytes in all (default 1 GiB; 0 turns the cache off); a free

@@ -1,6 +1,6 @@
 // Recycled workspaces: the large buffers a training forward saves for its backward (GRU
-// [r|z|n|hn], LSTM gates and cell states), and a backward's weight and input gradients and its
-// chunks' pre-activation gradients, kept across calls once their tensors are gone.
+// [r|z|n|hn], LSTM gates and cell states), and a backward's weight gradients, kept across calls
+// once their tensors are gone.
 //
 // glibc serves every block above its mmap ceiling (32 MB) with a fresh mapping and unmaps it on
 // free, so a workspace that size is first-touched by every call: its page faults and the zeroing
@@ -12,14 +12,17 @@
 //
 // Below that ceiling glibc maps a block afresh too whenever it is above its moving mmap threshold,
 // which depends on what the process freed before (another library's buffers included): GRU B=1
-// H=512 training, torch's call between ours, made 1.2 K page faults a call (its two 3 MB weight
-// gradients), LSTM B=8 H=512 0.7–1.7 K, RNN B=64 H=512 9.2 K (a 13 MB dx); with blocks from 2 MB
-// recycled, none. Same process, phases of seven calls alternating, ms, 32 MB → 2 MB minimum:
-// GRU B=1 H=512 11.10 → 10.55 (and 10.39 → 9.35 with a 256 KB minimum), RNN B=64 H=512 118.1 →
-// 108.0, LSTM B=8 H=512 60.3 → 60.2 (0.7 K faults before; 60.7 → 57.2 in a process with 1.7 K,
-// a 256 KB minimum); where nothing faulted, even (LSTM B=8 H=256
-// 17.6 → 17.2, B=64 H=256 114.2 → 115.0, RNN B=1 H=512 3.91 → 3.97). With 256 KB those were 1–6 %
-// slower (RNN B=1 H=512 3.34 → 3.54, its 1 MB gradients), hence 2 MB.
+// H=512 training, torch's call between ours, made 1.2–1.5 K page faults a call (its two 3 MB
+// weight gradients), LSTM B=8 H=512 0.7–2.6 K; with the weight gradients recycled from 2 MB,
+// none. Same process, phases of seven calls alternating, ms, 32 MB → 2 MB minimum: GRU B=1
+// H=512 11.87 → 10.75, LSTM B=8 H=512 66.2 → 62.6. A 256 KB minimum was 1–6 % slower where
+// nothing faulted (RNN B=1 H=512 3.34 → 3.54: its 1 MB gradients). The input gradient and the
+// backward's chunk buffers stay with the allocator: freed in the middle of a training step (a
+// packed input's dx once its unpacking has read it), a cached block stays held under what the
+// step allocates after it, and the packed RNN's peak rose above torch's (11.58 → 13.96 MB against
+// 12.23), though it removed RNN B=64 H=512's 9.2 K faults a call (its 13 MB dx; 118 → 108 ms).
+// The saved workspaces from 2 MB raise the packed LSTM's and GRU's peaks by < 1 MB (24.3 → 25.1
+// and 21.7 → 22.1 MB, torch 41.6 and 36.5).
 //
 // A cached block is reused only when no tensor shares its storage (the storage's reference count
 // is the cache's own), so a workspace still held (by autograd, or by a caller) is never handed

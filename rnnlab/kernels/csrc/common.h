@@ -273,7 +273,7 @@ Tensor recycled_empty(at::IntArrayRef shape, const at::TensorOptions& options);
 // dx of a backward: x's shape, `into` when it adds there, or empty when x needs no gradient
 inline Tensor input_grads_like(const Tensor& x, bool need, const c10::optional<Tensor>& into) {
   if (need && into.has_value() && into->defined()) return *into;
-  return need ? recycled_empty(x.sizes(), x.options()) : at::empty({0}, x.options());
+  return need ? at::empty(x.sizes(), x.options()) : at::empty({0}, x.options());
 }
 
 // The input gradient of a chunk of steps [t0, t1): its rows of dx = da W_ih, or += when `add`

@@ -192,7 +192,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> gru_bwd(
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
   // chunks' rows of [dar|daz|dan]. Reset after: the recurrent pre-activation gradient
   // [dar|daz|dan⊙r] differs from it only in its n block, made from it for the weight gradient
-  auto dgi = recycled_empty({slots, K * B, 3 * H}, x.options());
+  auto dgi = at::empty({slots, K * B, 3 * H}, x.options());
   auto gh_step = after ? at::empty({B, 3 * H}, x.options()) : Tensor();
   auto dh = at::zeros({B, H}, x.options());
   auto partials = split ? at::empty({2, 2, H}, x.options()) : Tensor();

@@ -142,7 +142,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor> lstm_bwd(
   const int64_t mid = halves ? halves_mid(rows) : 0;
   const int64_t K = pipelined_chunk(K_one, overlap);
   const int64_t slots = chunk_slots((T + K - 1) / K, overlap);
-  auto da = recycled_empty({slots, K * B, 4 * H}, x.options());  // chunks' pre-activation gradients
+  auto da = at::empty({slots, K * B, 4 * H}, x.options());  // chunks' pre-activation gradients
   auto dh = at::zeros({B, P}, x.options());
   auto dc = at::zeros({B, H}, x.options());
   auto partials = split ? at::empty({2, 2, P}, x.options()) : Tensor();
