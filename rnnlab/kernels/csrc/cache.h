@@ -57,7 +57,7 @@ class WorkspaceCache {
  private:
   static bool in_use(const Tensor& block) { return block.storage().use_count() > 1; }
   // A free block not handed out in this many requests goes when a request finds no fit: a
-  // training step asks for ~6 blocks per layer and direction, every step alike, while a run of
+  // training step asks for 3–4 blocks per layer and direction, every step alike, while a run of
   // changing shapes would otherwise keep one block per shape up to the limit.
   static constexpr int64_t kStale = 256;
   struct Block {
